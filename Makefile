@@ -1,0 +1,42 @@
+# qtune: every way to build, run and test the project goes through these targets.
+# The Dockerfile calls the same targets (see tests/test_packaging.py).
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+export QTUNE_DATA_DIR ?= $(abspath ../shared/datasets)
+
+.PHONY: help setup run serve ui test test-fast lint bench finetune-all eval-all clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup:  ## create .venv, install pinned packages, prepare the embedded model (idempotent)
+	scripts/setup.sh
+
+run: setup  ## set up if needed, then start vLLM + the web UI on the embedded model
+	$(BIN)/qtune up --host $(HOST)
+
+serve: setup  ## only the OpenAI-compatible endpoint
+	$(BIN)/qtune serve --host $(HOST)
+
+ui: setup  ## only the web UI (against a running endpoint)
+	$(BIN)/qtune ui --host $(HOST)
+
+test: setup  ## every test, the real-model, real-server and browser ones included
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -v --durations=15
+
+test-fast: setup  ## the quick tests only (no real model, server or browser)
+	$(BIN)/python -m pytest -m "not slow and not browser" -q
+
+lint:  ## ruff
+	$(BIN)/ruff check .
+
+finetune-all: setup  ## retrain the four shipped adapters (see configs/)
+	$(BIN)/python finetune/train_all.py
+
+eval-all: setup  ## rebuild docs/results.md from the served adapters
+	$(BIN)/qtune bench
+
+clean:  ## remove caches (not the venv or the prepared model)
+	rm -rf .pytest_cache .ruff_cache test-artifacts

@@ -1,0 +1,71 @@
+"""Application-wide settings in one typed place.
+
+Every default that more than one part of qtune needs (where models are cached, where
+the datasets and shipped adapters live, the feedback database, the server address)
+is defined here and can be overridden with a ``QTUNE_*`` environment variable.
+Task-specific configuration (training, the QWTH adapter) lives beside the code that
+uses it, as PEFT does for its tuners, but reads its paths from here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Root of the source checkout (adapters/ and configs/ ship inside it).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: The embedded default base model.
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+#: The Hugging Face id the embedded model was converted from (recorded in adapters).
+DEFAULT_BASE_MODEL_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Locations and addresses shared by every subcommand."""
+
+    home: Path = field(
+        default_factory=lambda: _env_path("QTUNE_HOME", Path.home() / ".cache" / "qtune")
+    )
+    data_dir: Path | None = field(
+        default_factory=lambda: (
+            Path(os.environ["QTUNE_DATA_DIR"]).expanduser()
+            if os.environ.get("QTUNE_DATA_DIR")
+            else None
+        )
+    )
+    adapters_dir: Path = field(
+        default_factory=lambda: _env_path("QTUNE_ADAPTERS_DIR", PROJECT_ROOT / "adapters")
+    )
+    api_host: str = field(default_factory=lambda: os.environ.get("QTUNE_HOST", "127.0.0.1"))
+    api_port: int = field(default_factory=lambda: int(os.environ.get("QTUNE_PORT", "8000")))
+    ui_port: int = field(default_factory=lambda: int(os.environ.get("QTUNE_UI_PORT", "7860")))
+    api_key: str | None = field(default_factory=lambda: os.environ.get("QTUNE_API_KEY") or None)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def db_path(self) -> Path:
+        return _env_path("QTUNE_DB", self.home / "feedback.db")
+
+    @property
+    def runs_dir(self) -> Path:
+        return _env_path("QTUNE_RUNS_DIR", self.home / "runs")
+
+    @property
+    def api_base(self) -> str:
+        return os.environ.get("QTUNE_API_BASE") or f"http://{self.api_host}:{self.api_port}/v1"
+
+
+def settings() -> Settings:
+    """Read the settings afresh (environment variables may change between calls in tests)."""
+    return Settings()

@@ -1,0 +1,65 @@
+"""Shared fixtures.
+
+Unit tests use a tiny random-weight Llama built from a config (milliseconds); tests
+marked ``slow`` use the real embedded model or a real vLLM server. ``make test`` runs
+them all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def _default_data_dir() -> Path:
+    env = os.environ.get("QTUNE_DATA_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The local copy of the datasets (CI: ../shared/datasets). Tests on real data need it."""
+    path = _default_data_dir()
+    if not path.is_dir():
+        pytest.fail(f"datasets folder {path} not found: set QTUNE_DATA_DIR")
+    os.environ["QTUNE_DATA_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Path:
+    """The prepared embedded SmolLM2-135M-Instruct folder (built on first use)."""
+    from qtune.model import prepare_embedded
+
+    return prepare_embedded()
+
+
+@pytest.fixture()
+def tiny_llama():
+    """A 2-layer random Llama with SmolLM2's head layout (GQA), small enough for unit tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config).eval()
