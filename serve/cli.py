@@ -1,0 +1,198 @@
+"""`qtune serve` (vLLM with the adapters) and `qtune adapters` (runtime loading)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_serve(subparsers)
+    _register_adapters(subparsers)
+
+
+def _adapter_pair(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
+
+
+def _register_serve(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="start vLLM's OpenAI-compatible server with the base model and the adapters",
+        description=(
+            "Check every adapter, start vLLM's OpenAI-compatible server with the base model "
+            "and each adapter as its own model name, wait until it is healthy, print the "
+            "endpoint and block until Ctrl-C. Extra vLLM arguments go after `--`, e.g. "
+            "`qtune serve -- --tensor-parallel-size 2` (see docs/serving.md)."
+        ),
+    )
+    parser.add_argument("--model", help="base model folder or Hugging Face id (default: the "
+                        "embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1, local "
+                        "only; 0.0.0.0 opens it to the network: set an API key)")
+    parser.add_argument("--port", type=int, default=None, help="port of the API (default 8000 or "
+                        "$QTUNE_PORT)")
+    parser.add_argument("--api-key", default=None, help="clients must send this key as a Bearer "
+                        "token (default: $QTUNE_API_KEY or $VLLM_API_KEY; none: open)")
+    parser.add_argument("--adapters", type=Path, default=None, metavar="DIR",
+                        help="serve every adapter folder inside DIR under its folder name "
+                        "(default: the repository's adapters/ unless --adapter is given)")
+    parser.add_argument("--adapter", type=_adapter_pair, action="append", default=[],
+                        metavar="NAME=PATH", help="serve the adapter in PATH as model NAME "
+                        "(repeatable)")
+    parser.add_argument("--no-adapters", action="store_true",
+                        help="serve the base model only")
+    parser.add_argument("--skip-broken-adapters", action="store_true",
+                        help="start without adapters that fail the checks (warns) instead of "
+                        "refusing to start")
+    parser.add_argument("--max-model-len", type=int, default=2048,
+                        help="longest prompt + completion in tokens (default 2048)")
+    parser.add_argument("--kv-cache-gib", type=int, default=1,
+                        help="CPU only: GiB of RAM for the KV cache (default 1)")
+    parser.add_argument("--cpu-threads-bind", default="auto",
+                        help="CPU only: VLLM_CPU_OMP_THREADS_BIND, e.g. '0-6' (default auto: "
+                        "all cores but one)")
+    parser.add_argument("--allow-runtime-lora", action="store_true",
+                        help="allow `qtune adapters load/unload` on this server (development)")
+    parser.add_argument("--max-lora-rank", type=int, default=None,
+                        help="override the --max-lora-rank computed from the adapters")
+    parser.add_argument("--log-file", type=Path, default=None,
+                        help="where vLLM's output goes (default $QTUNE_HOME/logs/vllm-PORT.log)")
+    parser.add_argument("--startup-timeout", type=float, default=600.0,
+                        help="seconds to wait for the server to become healthy (default 600)")
+    parser.add_argument("vllm_args", nargs="*", metavar="-- VLLM_ARGS",
+                        help="arguments passed to vLLM unchanged, after `--`")
+    parser.set_defaults(func=_serve)
+
+
+def config_from_args(args: argparse.Namespace):
+    """Build a ServeConfig from `qtune serve` arguments (shared with `qtune up`)."""
+    from qtune.serve.server import ServeConfig
+
+    from qtune.config import settings
+
+    defaults = settings()
+    if args.no_adapters:
+        adapters_dir = None
+    elif args.adapters is not None:
+        adapters_dir = args.adapters
+    else:
+        adapters_dir = None if args.adapter else defaults.adapters_dir
+    config = ServeConfig(
+        model=args.model,
+        host=args.host or defaults.api_host,
+        port=args.port or defaults.api_port,
+        adapters=[] if args.no_adapters else list(args.adapter),
+        adapters_dir=adapters_dir,
+        skip_broken_adapters=args.skip_broken_adapters,
+        max_model_len=args.max_model_len,
+        kv_cache_gib=args.kv_cache_gib,
+        cpu_threads_bind=args.cpu_threads_bind,
+        allow_runtime_lora=args.allow_runtime_lora,
+        max_lora_rank=args.max_lora_rank,
+        extra_args=list(args.vllm_args),
+        log_path=args.log_file,
+        startup_timeout=args.startup_timeout,
+    )
+    if args.api_key:
+        config.api_key = args.api_key
+    return config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from qtune.serve.server import VLLMServer
+
+    config = config_from_args(args)
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+        print(f"warning: serving on {config.host} without an API key: anyone who can reach "
+              "this machine can use the model. Set --api-key or QTUNE_API_KEY.", file=sys.stderr)
+    server = VLLMServer(config)
+    for problem in server.skipped:
+        print(f"warning: skipped broken adapter: {problem}", file=sys.stderr)
+    print(f"starting vLLM (log: {server.log_path}) ...", flush=True)
+    stop = threading.Event()
+    # SIGTERM (docker stop, systemd) ends the server like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        server.start()
+        print(f"OpenAI-compatible endpoint: {server.api_base}")
+        print(f"models: {', '.join(server.served_models)}")
+        if config.api_key:
+            print("API key required (Authorization: Bearer ...)")
+        print("press Ctrl-C to stop", flush=True)
+        while not stop.wait(1.0):
+            if not server.running:
+                print(f"vLLM exited unexpectedly. Last lines of {server.log_path}:\n"
+                      f"{server.log_tail()}", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping vLLM ...", file=sys.stderr, flush=True)
+        server.stop()
+    return 0
+
+
+def _register_adapters(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "adapters",
+        help="list, load or unload adapters on a running server",
+        description=(
+            "Talk to a running `qtune serve`. Loading and unloading need a server started "
+            "with --allow-runtime-lora."
+        ),
+    )
+    parser.add_argument("--api-base", default=None, help="endpoint (default $QTUNE_API_BASE or "
+                        "http://127.0.0.1:8000/v1)")
+    parser.add_argument("--api-key", default=None, help="API key (default $QTUNE_API_KEY)")
+    actions = parser.add_subparsers(dest="adapters_command", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="print the served base model and adapters")
+    listing.add_argument("--json", action="store_true", help="print vLLM's model list as JSON")
+    listing.set_defaults(func=_list)
+    load = actions.add_parser("load", help="check an adapter folder and load it as model NAME")
+    load.add_argument("name", help="model name clients will use")
+    load.add_argument("path", type=Path, help="PEFT LoRA folder (adapter_config.json + "
+                      "adapter_model.safetensors); must be readable by the server")
+    load.set_defaults(func=_load)
+    unload = actions.add_parser("unload", help="remove adapter NAME from the server")
+    unload.add_argument("name", help="served adapter name")
+    unload.set_defaults(func=_unload)
+
+
+def _client(args: argparse.Namespace):
+    from qtune.serve.runtime import RuntimeAdapters
+
+    from qtune.config import settings
+
+    return RuntimeAdapters(args.api_base or settings().api_base,
+                           args.api_key or settings().api_key)
+
+
+def _list(args: argparse.Namespace) -> int:
+    models = _client(args).models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    for card in models:
+        kind = f"adapter of {card['parent']}" if card.get("parent") else "base model"
+        print(f"{card['id']}\t{kind}\t{card.get('root', '')}")
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    _client(args).load(args.name, args.path)
+    print(f"loaded {args.name}")
+    return 0
+
+
+def _unload(args: argparse.Namespace) -> int:
+    _client(args).unload(args.name)
+    print(f"unloaded {args.name}")
+    return 0

