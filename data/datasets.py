@@ -296,8 +296,18 @@ def _hub_counsel_split(question_id: Any) -> str:
 def _counselchat_hub_rows(split: str) -> Iterator[_Row]:
     """Hub rows renamed to the local fields, ranked by upvotes within each question."""
     dataset = _load_hub(COUNSELCHAT_HUB_ID)
-    source = COUNSELCHAT_HUB_ID
     records = [dict(record) for name in dataset for record in dataset[name]]
+    return _rank_hub_counsel_records(records, split, COUNSELCHAT_HUB_ID)
+
+
+def _rank_hub_counsel_records(
+    records: list[dict[str, Any]], split: str, source: str
+) -> Iterator[_Row]:
+    """Hub-named answer records of ``split`` as local rows with ``answer_rank`` filled in.
+
+    The split comes from a ``split`` column when there is one ("val" = validation),
+    else from a hash of the question id.
+    """
     by_question: dict[Any, list[dict[str, Any]]] = {}
     for record in records:
         by_question.setdefault(record.get("questionID"), []).append(record)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from qtune.data.answers import answers_match, extract_final_number, normalize_number
 
 EXTRACT_CASES = [
