@@ -1,0 +1,116 @@
+"""Configuration of the quantum-weighted tensor hybrid (QWTH) adapter.
+
+One typed dataclass, in the style of PEFT's ``LoraConfig``: defaults live here, and
+``validate()`` turns bad values into a :class:`~qtune.errors.QtuneError` that says what
+to change. The config is saved beside every adapter (``qwth_config.json``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from qtune.errors import QtuneError
+
+#: LoRA ranks vLLM accepts for an adapter (``--max-lora-rank`` choices).
+SUPPORTED_RANKS = (8, 16, 32, 64, 128, 256)
+#: Ways to differentiate the circuit; "auto" picks per device (see ``resolve_diff_method``).
+DIFF_METHODS = ("auto", "adjoint", "backprop", "parameter-shift")
+MAX_QUBITS = 24
+
+
+@dataclass
+class QWTHConfig:
+    """Settings of a QWTH adapter.
+
+    r, lora_alpha: rank and scaling (alpha / r) of the LoRA the adapter exports to.
+    target_modules: ``nn.Linear`` names matched by suffix, as in PEFT.
+    tt_rank: bond dimension R of the tensor-train (MPO) cores of every A and B.
+    n_factors: how many factors each row / column dimension is split into (cores per matrix).
+    n_qubits, circuit_layers: size of the one circuit that weights every bond.
+    device, diff_method, shots: where and how the circuit runs (PennyLane device name;
+        shots=None gives exact probabilities, an int gives sampled ones).
+    fusion_init: initial (lambda_classical, lambda_quantum) of every adapted layer.
+    seed: seeds the initial cores and circuit angles.
+    """
+
+    r: int = 8
+    lora_alpha: float = 16
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    tt_rank: int = 4
+    n_factors: int = 3
+    n_qubits: int = 10
+    circuit_layers: int = 4
+    device: str = "lightning.qubit"
+    diff_method: str = "auto"
+    shots: int | None = None
+    fusion_init: tuple[float, float] = field(default=(1.0, 0.1))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; keep tuples so configs compare equal after a round trip.
+        if isinstance(self.target_modules, str):
+            self.target_modules = (self.target_modules,)
+        self.target_modules = tuple(self.target_modules)
+        self.fusion_init = tuple(self.fusion_init)  # type: ignore[assignment]
+
+    @property
+    def scaling(self) -> float:
+        return self.lora_alpha / self.r
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["target_modules"] = list(self.target_modules)
+        data["fusion_init"] = list(self.fusion_init)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QWTHConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise QtuneError(
+                f"unknown QWTH config keys {unknown}; known keys: {sorted(known)}"
+            )
+        return cls(**data)
+
+    def validate(self, check_device: bool = True) -> QWTHConfig:
+        """Raise QtuneError on values the adapter or vLLM cannot use; return self."""
+        if self.r not in SUPPORTED_RANKS:
+            raise QtuneError(
+                f"rank r={self.r} is not supported: vLLM serves LoRA ranks {SUPPORTED_RANKS}"
+            )
+        if not self.lora_alpha > 0:
+            raise QtuneError(f"lora_alpha must be positive, got {self.lora_alpha}")
+        if not self.target_modules or not all(
+            isinstance(name, str) and name for name in self.target_modules
+        ):
+            raise QtuneError(
+                f"target_modules must be non-empty module names, got {self.target_modules!r}"
+            )
+        if not 1 <= self.tt_rank <= 256:
+            raise QtuneError(f"tt_rank must be in 1..256, got {self.tt_rank}")
+        if not 1 <= self.n_factors <= 8:
+            raise QtuneError(f"n_factors must be in 1..8, got {self.n_factors}")
+        if not 1 <= self.n_qubits <= MAX_QUBITS:
+            raise QtuneError(f"n_qubits must be in 1..{MAX_QUBITS}, got {self.n_qubits}")
+        if not 1 <= self.circuit_layers <= 64:
+            raise QtuneError(f"circuit_layers must be in 1..64, got {self.circuit_layers}")
+        if self.diff_method not in DIFF_METHODS:
+            raise QtuneError(
+                f"diff_method {self.diff_method!r} is not one of {DIFF_METHODS}"
+            )
+        if self.shots is not None and (not isinstance(self.shots, int) or self.shots < 1):
+            raise QtuneError(f"shots must be None (exact) or a positive integer, got {self.shots}")
+        if self.shots is not None and self.diff_method in ("adjoint", "backprop"):
+            raise QtuneError(
+                f"diff_method {self.diff_method!r} needs exact probabilities: "
+                "use shots=None or diff_method 'parameter-shift' / 'auto'"
+            )
+        if len(self.fusion_init) != 2:
+            raise QtuneError(f"fusion_init must be (lambda_c, lambda_q), got {self.fusion_init}")
+        if check_device:
+            from qtune.finetune.qwth.circuit import check_device_name
+
+            check_device_name(self.device)
+        return self

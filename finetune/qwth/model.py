@@ -1,0 +1,244 @@
+"""``QWTHModel``: wraps a causal LM, freezes it and adapts its target linear layers.
+
+Per forward pass (training) the model
+1. runs the ONE circuit: q = 2^n p(theta) - 1 (2^n numbers);
+2. gives every internal bond of every A_l and B_l its own R consecutive entries of q
+   (cyclically if the adapter has more bond entries than 2^n) and turns them into bond
+   weights lambda_c,l + lambda_q,l * q;
+3. builds all A_l, B_l from their tensor-train cores, batching matrices of equal shape;
+4. hands them to the QWTHLinear layers and calls the base model.
+Without gradients (evaluation, generation) the factors are cached until a trainable
+parameter changes, so generation runs the circuit once, not once per token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+
+import torch
+from qtune.finetune.qwth.circuit import QuantumWeights
+from qtune.finetune.qwth.config import QWTHConfig
+from qtune.finetune.qwth.layer import QWTHLinear, TTFactor
+from qtune.finetune.qwth.tensor import tt_matrices_batched, tt_matrix_shape, tt_parameter_count
+from torch import nn
+
+from qtune.errors import QtuneError
+
+log = logging.getLogger(__name__)
+
+
+def matches_target(module_name: str, targets: Iterable[str]) -> bool:
+    """PEFT's rule: the full name equals a target or ends with '.' + target."""
+    return any(module_name == t or module_name.endswith("." + t) for t in targets)
+
+
+def qwth_parameter_count(
+    layer_shapes: Iterable[tuple[int, int]], config: QWTHConfig
+) -> int:
+    """Trainable parameters of a QWTH adapter on layers of shape (d_in, d_out):
+
+    sum_l [cores(A_l: r x d_in) + cores(B_l: d_out x r) + 2 fusion scalars]
+    + 3 * n_qubits * circuit_layers, where cores(M) = sum_k R_{k-1} m_k n_k R_k."""
+    total = 3 * config.n_qubits * config.circuit_layers
+    for d_in, d_out in layer_shapes:
+        total += tt_parameter_count(config.r, d_in, config.n_factors, config.tt_rank)
+        total += tt_parameter_count(d_out, config.r, config.n_factors, config.tt_rank)
+        total += 2
+    return total
+
+
+def lora_parameter_count(layer_shapes: Iterable[tuple[int, int]], r: int) -> int:
+    """Trainable parameters of a rank-r LoRA on the same layers: sum_l r (d_in + d_out)."""
+    return sum(r * (d_in + d_out) for d_in, d_out in layer_shapes)
+
+
+class _BondPlan:
+    """Which entries of q and which fusion scalars weight the bonds of one batch of
+    same-shaped TT matrices."""
+
+    def __init__(self, names: list[str], factors: list[TTFactor], layers: list[QWTHLinear],
+                 q_index: list[torch.Tensor]) -> None:
+        self.names = names
+        self.factors = factors
+        self.layers = layers
+        self.q_index = q_index  # per bond: (G, R_k) long
+
+
+class QWTHModel(nn.Module):
+    """A frozen base model with QWTH adapters on its target linear layers."""
+
+    def __init__(self, base_model: nn.Module, config: QWTHConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.base_model = base_model
+        for parameter in base_model.parameters():
+            parameter.requires_grad_(False)
+        self.adapted: dict[str, QWTHLinear] = {}
+        self._inject(base_model, config)
+        self.circuit = QuantumWeights(
+            config.n_qubits, config.circuit_layers, config.device, config.diff_method,
+            config.shots, seed=config.seed,
+        )
+        self._plans = self._plan_bonds()
+        self._cache_key: tuple | None = None
+        self._hook = base_model.register_forward_pre_hook(self._refresh_hook)
+
+    # -- construction -------------------------------------------------------------
+    def _inject(self, base_model: nn.Module, config: QWTHConfig) -> None:
+        if any(isinstance(m, QWTHLinear) for m in base_model.modules()):
+            raise QtuneError("this model already has QWTH layers: start from a fresh base model")
+        generator = torch.Generator().manual_seed(config.seed)
+        matched = [
+            (name, module) for name, module in base_model.named_modules()
+            if name and matches_target(name, config.target_modules)
+        ]
+        if not matched:
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in base_model.named_modules()
+                             if isinstance(m, nn.Linear)})
+            raise QtuneError(
+                f"no module matched target_modules {list(config.target_modules)}; "
+                f"linear layers in this model: {linear}"
+            )
+        for name, module in matched:
+            if not isinstance(module, nn.Linear):
+                raise QtuneError(
+                    f"target {name!r} is a {type(module).__name__}; QWTH adapts nn.Linear only"
+                )
+            self._warn_if_fewer_cores(name, module, config)
+            layer = QWTHLinear(module, config.r, config.scaling, config.n_factors,
+                               config.tt_rank, config.fusion_init, generator)
+            layer.to(module.weight.device)
+            parent_name, _, child = name.rpartition(".")
+            parent = base_model.get_submodule(parent_name) if parent_name else base_model
+            setattr(parent, child, layer)
+            self.adapted[name] = layer
+
+    @staticmethod
+    def _warn_if_fewer_cores(name: str, module: nn.Linear, config: QWTHConfig) -> None:
+        for rows, cols in ((config.r, module.in_features), (module.out_features, config.r)):
+            row_factors, _ = tt_matrix_shape(rows, cols, config.n_factors)
+            if len(row_factors) < config.n_factors:
+                log.warning("%s: %dx%d splits into %d cores, not %d (too few prime factors)",
+                            name, rows, cols, len(row_factors), config.n_factors)
+
+    def _plan_bonds(self) -> list[_BondPlan]:
+        """Assign consecutive (cyclic) slices of q to every bond, then group by shape."""
+        size = self.circuit.size
+        cursor = 0
+        groups: dict[tuple, list] = defaultdict(list)
+        for name, layer in self.adapted.items():
+            for factor in (layer.qwth_A, layer.qwth_B):
+                indices = []
+                for bond in factor.bond_sizes:
+                    indices.append(torch.arange(cursor, cursor + bond) % size)
+                    cursor += bond
+                groups[factor.signature].append((name, factor, layer, indices))
+        if cursor > size:
+            log.warning(
+                "the adapter has %d bond weights but the %d-qubit circuit gives %d values: "
+                "they are reused cyclically; n_qubits=%d would give each bond its own",
+                cursor, self.config.n_qubits, size, max(1, (cursor - 1).bit_length()),
+            )
+        self.n_bond_entries = cursor
+        plans = []
+        for members in groups.values():
+            n_bonds = len(members[0][1].bond_sizes)
+            q_index = [torch.stack([m[3][k] for m in members]) for k in range(n_bonds)]
+            plans.append(_BondPlan([m[0] for m in members], [m[1] for m in members],
+                                   [m[2] for m in members], q_index))
+        return plans
+
+    # -- building the factors ------------------------------------------------------
+    def _build_matrices(self) -> dict[str, dict[str, torch.Tensor]]:
+        """All A_l, B_l from one circuit evaluation: {module name: {"A"|"B": matrix}}."""
+        q = self.circuit()
+        out: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
+        for plan in self._plans:
+            cores = [torch.stack([f.cores[k] for f in plan.factors])
+                     for k in range(len(plan.factors[0].cores))]
+            fusion = torch.stack([layer.fusion for layer in plan.layers])  # (G, 2)
+            device = cores[0].device
+            weights = [
+                fusion[:, :1] + fusion[:, 1:] * q.to(device)[index.to(device)]
+                for index in plan.q_index
+            ]
+            matrices = tt_matrices_batched(cores, weights)
+            for name, factor, layer, matrix in zip(plan.names, plan.factors, plan.layers, matrices,
+                                                   strict=True):
+                out[name]["A" if factor is layer.qwth_A else "B"] = matrix
+        return out
+
+    def _trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def refresh_factors(self, force: bool = False) -> None:
+        """Build and install every layer's A and B (cached while gradients are off)."""
+        grad = torch.is_grad_enabled()
+        key = (False, tuple(p._version for p in self._trainable()),
+               tuple(p.data_ptr() for p in self._trainable()))
+        if not force and not grad and key == self._cache_key:
+            return
+        matrices = self._build_matrices()
+        for name, layer in self.adapted.items():
+            layer.set_factors(matrices[name]["A"], matrices[name]["B"])
+        self._cache_key = None if grad else key
+
+    def _refresh_hook(self, module, args):
+        self.refresh_factors()
+        return None
+
+    # -- forward and passthrough ---------------------------------------------------
+    def forward(self, *args, **kwargs):
+        return self.base_model(*args, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        with torch.no_grad():
+            self.refresh_factors()
+        return self.base_model.generate(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_model":
+                raise
+            return getattr(self.base_model, name)
+
+    # -- counting and export -------------------------------------------------------
+    def layer_shapes(self) -> dict[str, tuple[int, int]]:
+        return {name: (layer.in_features, layer.out_features)
+                for name, layer in self.adapted.items()}
+
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self._trainable())
+
+    def lora_parameter_count(self) -> int:
+        return lora_parameter_count(self.layer_shapes().values(), self.config.r)
+
+    def lora_factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{module path in the base model: (A [r, in], B [out, r])}, fp32, detached."""
+        with torch.no_grad():
+            matrices = self._build_matrices()
+        return {
+            name: (matrices[name]["A"].detach().float().cpu().contiguous(),
+                   matrices[name]["B"].detach().float().cpu().contiguous())
+            for name in self.adapted
+        }
+
+    def compact_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trainable tensors only: circuit angles, cores, fusion scalars."""
+        return {name: p.detach().cpu().contiguous().clone()
+                for name, p in self.named_parameters() if p.requires_grad}
+
+    def save_compact(self, folder) -> None:
+        from qtune.finetune.qwth.export import save_compact
+
+        save_compact(self, folder)
+
+
+def get_qwth_model(base_model: nn.Module, config: QWTHConfig | None = None) -> QWTHModel:
+    """Wrap ``base_model`` (modified in place: targets become QWTHLinear layers)."""
+    return QWTHModel(base_model, config or QWTHConfig())
