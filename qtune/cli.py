@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "qtune.model_cli",
     "qtune.data.cli",
     "qtune.finetune.cli",
+    "qtune.finetune.bench_cli",
     "qtune.serve.cli",
     "qtune.ui.cli",
 )
