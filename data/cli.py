@@ -1,0 +1,149 @@
+"""`qtune data ...`: look at the training and evaluation data."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from pathlib import Path
+
+_TASK_HELP = (
+    "math = GSM8K word problems; counselling = CounselChat answers; "
+    "cpsycound = CPsyCounD multi-turn dialogues (Chinese, local folder only)"
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "data",
+        help="show examples and row counts of the datasets (GSM8K, CounselChat, CPsyCounD)",
+        description=(
+            "Inspect the datasets the assistants are trained and evaluated on. They are read "
+            "from $QTUNE_DATA_DIR (or --data-dir) when set, else GSM8K and CounselChat are "
+            "loaded from the Hugging Face Hub."
+        ),
+    )
+    commands = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    show = commands.add_parser(
+        "show",
+        help="print examples of a task's split as the assistant is trained on them",
+        description=(
+            "Print the first N examples of a split as system/user/assistant messages. "
+            "GSM8K's dev split is the last 200 rows of train (train leaves them out)."
+        ),
+    )
+    show.add_argument("task", choices=("math", "counselling", "cpsycound"), help=_TASK_HELP)
+    show.add_argument(
+        "--split",
+        default="train",
+        help="train, test, and dev (math) or validation (counselling); default: train",
+    )
+    show.add_argument("-n", type=int, default=3, help="how many examples to print (default: 3)")
+    show.add_argument(
+        "--render",
+        action="store_true",
+        help="also print the text the model sees (chat template of the embedded model) "
+        "with its prompt and answer token counts",
+    )
+    show.add_argument(
+        "--all-answers",
+        action="store_true",
+        help="counselling: every therapist answer, not only the most upvoted per question",
+    )
+    show.add_argument("--data-dir", type=Path, help="dataset folder instead of $QTUNE_DATA_DIR")
+    show.set_defaults(func=_show)
+
+    stats = commands.add_parser(
+        "stats",
+        help="count the rows of every task and split in the local dataset folder",
+        description="Count examples per task and split in $QTUNE_DATA_DIR (or --data-dir).",
+    )
+    stats.add_argument("--data-dir", type=Path, help="dataset folder instead of $QTUNE_DATA_DIR")
+    stats.set_defaults(func=_stats)
+
+
+def _indent(text: str) -> str:
+    return textwrap.indent(text.strip(), "    ")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from qtune.data.datasets import load_task
+    from qtune.data.prompts import example_messages, render_chat, tokenize_for_training
+
+    examples = load_task(
+        args.task,
+        args.split,
+        data_dir=args.data_dir,
+        limit=max(args.n, 0),
+        best_only=not args.all_answers,
+    )
+    tokenizer = None
+    if args.render:
+        from transformers import AutoTokenizer
+
+        from qtune.model import resolve_model
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(None))
+    for number, example in enumerate(examples, start=1):
+        messages = example_messages(args.task, example)
+        print(f"=== {args.task} {args.split} #{number} ===")
+        if hasattr(example, "final_answer"):
+            print(f"[final answer: {example.final_answer}]")
+        if hasattr(example, "topic"):
+            print(
+                f"[topic: {example.topic}, upvotes: {example.upvotes}, rank: {example.answer_rank}]"
+            )
+        for message in messages[1:]:
+            print(f"{message['role']}:")
+            print(_indent(message["content"]))
+        if tokenizer is not None:
+            encoded = tokenize_for_training(tokenizer, messages, max_length=1 << 30)
+            answer_tokens = sum(label != -100 for label in encoded["labels"])
+            total = len(encoded["input_ids"])
+            print(
+                f"--- rendered ({total - answer_tokens} prompt + {answer_tokens} answer tokens) ---"
+            )
+            print(render_chat(tokenizer, messages, add_generation_prompt=False))
+        print()
+    if not examples:
+        print(f"no examples in {args.task} {args.split}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from qtune.data.datasets import (
+        data_file,
+        load_counselchat,
+        load_task,
+        resolve_data_dir,
+        split_names,
+    )
+
+    from qtune.errors import QtuneError
+
+    folder = resolve_data_dir(args.data_dir)
+    if folder is None:
+        raise QtuneError(
+            "no local dataset folder: set QTUNE_DATA_DIR or pass --data-dir (stats counts files)"
+        )
+    print(f"datasets in {folder}")
+    print(f"{'task':<12} {'split':<11} {'rows':>6}  notes")
+    for task in ("math", "counselling", "cpsycound"):
+        for split in split_names(task):
+            path = data_file(task, split, folder)
+            if not path.is_file():
+                print(f"{task:<12} {split:<11} {'-':>6}  missing: {path}")
+                continue
+            rows = len(load_task(task, split, data_dir=folder))
+            note = ""
+            if task == "counselling":
+                answers = len(load_counselchat(split, best_only=False, data_dir=folder))
+                note = f"questions (best answer each); {answers} answers in all"
+            elif (task, split) == ("math", "train"):
+                note = "train.jsonl without the dev rows"
+            elif (task, split) == ("math", "dev"):
+                note = "the last rows of train.jsonl"
+            elif task == "cpsycound":
+                note = "dialogues"
+            print(f"{task:<12} {split:<11} {rows:>6}  {note}")
+    return 0
