@@ -76,7 +76,7 @@ def write_fake_adapter(
 
 
 def make_peft_adapter(base_dir: Path, out_dir: Path, seed: int, r: int = 8,
-                      scale: float = 0.02) -> Path:
+                      scale: float = 0.1) -> Path:
     """A real PEFT LoRA (q,k,v,o + MLP) on the real base model, lora_B random."""
     import torch
     from peft import LoraConfig, get_peft_model

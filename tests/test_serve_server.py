@@ -1,0 +1,256 @@
+"""`qtune serve`: the vLLM command line (fast) and one real server (slow).
+
+The slow tests share one module-scoped vLLM server running the real embedded model with
+the four shipped adapters (or, before they exist, two random PEFT adapters built on the
+real model), an API key and runtime adapter loading, and talk to it with the official
+``openai`` client.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from qtune.serve.server import ServeConfig, VLLMServer
+from serve_fixtures import (
+    SMALL_LLAMA,
+    make_peft_adapter,
+    write_fake_adapter,
+    write_small_model_config,
+)
+
+from qtune.config import settings
+from qtune.errors import QtuneError
+
+SHIPPED = ("math-qwth", "math-lora", "counselling-qwth", "counselling-lora")
+API_KEY = "qtune-test-key"
+PROMPT = [{"role": "user", "content": "What is 12 times 7? Answer briefly."}]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ----- command line, no server ----------------------------------------------------------
+@pytest.fixture()
+def small_model(tmp_path: Path) -> Path:
+    return write_small_model_config(tmp_path / "model")
+
+
+def test_command_with_adapters(tmp_path: Path, small_model: Path) -> None:
+    write_fake_adapter(tmp_path / "ads" / "alpha", SMALL_LLAMA, r=8)
+    beta = write_fake_adapter(tmp_path / "beta", SMALL_LLAMA, r=16, targets=("o_proj",))
+    config = ServeConfig(model=str(small_model), port=8123, adapters_dir=tmp_path / "ads",
+                         adapters=[("beta", beta)], api_key="secret",
+                         extra_args=["--tensor-parallel-size", "2"])
+    server = VLLMServer(config)
+    argv = server.command()
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--model") + 1] == str(small_model.resolve())
+    assert argv[argv.index("--served-model-name") + 1] == "model"
+    assert argv[argv.index("--port") + 1] == "8123"
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert "--enable-lora" in argv
+    assert argv[argv.index("--max-loras") + 1] == "2"
+    assert argv[argv.index("--max-lora-rank") + 1] == "16"
+    modules = argv[argv.index("--lora-modules") + 1: argv.index("--lora-modules") + 3]
+    assert modules == [f"alpha={(tmp_path / 'ads' / 'alpha').resolve()}", f"beta={beta.resolve()}"]
+    assert argv[-2:] == ["--tensor-parallel-size", "2"]
+    assert "secret" not in " ".join(argv)  # the key travels in the environment
+    env = server.environment()
+    assert env["VLLM_API_KEY"] == "secret"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in env or os.environ.get(
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING")
+    assert server.served_models == ["model", "alpha", "beta"]
+    assert server.api_base == "http://127.0.0.1:8123/v1"
+
+
+def test_command_without_adapters_has_no_lora(small_model: Path) -> None:
+    server = VLLMServer(ServeConfig(model=str(small_model), adapters_dir=None, api_key=None))
+    assert "--enable-lora" not in server.command()
+    assert "VLLM_API_KEY" not in server.environment()
+
+
+def test_runtime_lora_enables_lora_with_room_for_rank_64(small_model: Path) -> None:
+    config = ServeConfig(model=str(small_model), adapters_dir=None, allow_runtime_lora=True)
+    server = VLLMServer(config)
+    argv = server.command()
+    assert argv[argv.index("--max-lora-rank") + 1] == "64"
+    assert server.environment()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+
+
+def test_broken_adapter_blocks_start_unless_skipped(tmp_path: Path, small_model: Path) -> None:
+    write_fake_adapter(tmp_path / "ads" / "good", SMALL_LLAMA)
+    write_fake_adapter(tmp_path / "ads" / "wrong-base", {**SMALL_LLAMA, "hidden_size": 32})
+    config = ServeConfig(model=str(small_model), adapters_dir=tmp_path / "ads")
+    with pytest.raises(QtuneError, match="'wrong-base'.*another base model"):
+        VLLMServer(config)
+    config.skip_broken_adapters = True
+    server = VLLMServer(config)
+    assert server.served_models == ["model", "good"]
+    assert "wrong-base" in server.skipped[0]
+
+
+def test_port_in_use_is_reported(small_model: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        server = VLLMServer(ServeConfig(model=str(small_model), port=port, adapters_dir=None))
+        with pytest.raises(QtuneError, match=f"port {port} is already in use"):
+            server.start()
+
+
+# ----- one real server ------------------------------------------------------------------
+def _shipped_adapters() -> list[tuple[str, Path]] | None:
+    root = settings().adapters_dir
+    found = [(name, root / name) for name in SHIPPED]
+    if all((path / "adapter_model.safetensors").is_file() for _, path in found):
+        return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory: pytest.TempPathFactory, embedded_model: Path):
+    shipped = _shipped_adapters()
+    if shipped:
+        return shipped
+    root = tmp_path_factory.mktemp("adapters")
+    return [(name, make_peft_adapter(embedded_model, root / name, seed=seed))
+            for seed, name in enumerate(("random-a", "random-b"), start=1)]
+
+
+@pytest.fixture(scope="module")
+def server(adapters, tmp_path_factory: pytest.TempPathFactory):
+    config = ServeConfig(
+        port=_free_port(), api_key=API_KEY, adapters=adapters, adapters_dir=None,
+        max_model_len=512, allow_runtime_lora=True,
+        log_path=tmp_path_factory.mktemp("logs") / "vllm.log",
+    )
+    with VLLMServer(config) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    import openai
+
+    return openai.OpenAI(base_url=server.api_base, api_key=API_KEY, max_retries=0)
+
+
+def _greedy(client, model: str, max_tokens: int = 24) -> str:
+    reply = client.chat.completions.create(model=model, messages=PROMPT, max_tokens=max_tokens,
+                                           temperature=0)
+    return reply.choices[0].message.content
+
+
+@pytest.mark.slow
+def test_models_lists_base_and_every_adapter(client, server, adapters) -> None:
+    listed = {card.id for card in client.models.list().data}
+    assert listed == {"smollm2-135m-instruct", *(name for name, _ in adapters)}
+    assert set(server.served_models) == listed
+
+
+@pytest.mark.slow
+def test_chat_and_streaming_for_every_model(client, server) -> None:
+    for model in server.served_models:
+        assert _greedy(client, model, max_tokens=6).strip(), model
+        stream = client.chat.completions.create(model=model, messages=PROMPT, max_tokens=6,
+                                                temperature=0, stream=True)
+        pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+        assert "".join(pieces).strip(), model
+
+
+@pytest.mark.slow
+def test_adapter_changes_the_greedy_output(client, server) -> None:
+    base = _greedy(client, server.base_name)
+    for adapter in server.adapters:
+        assert _greedy(client, adapter.name) != base, adapter.name
+
+
+@pytest.mark.slow
+def test_vllm_adapter_output_matches_transformers_peft(client, server) -> None:
+    """Faithful serving: vLLM's greedy tokens for an adapter = transformers + PEFT's (bf16)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter = server.adapters[0]
+    tokenizer = AutoTokenizer.from_pretrained(server.model_path)
+    text = tokenizer.apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    reply = client.completions.create(model=adapter.name, prompt=prompt_ids, max_tokens=32,
+                                      temperature=0, extra_body={"return_token_ids": True})
+    served_ids = list(reply.choices[0].model_extra["token_ids"])
+
+    torch.set_num_threads(1)
+    base = AutoModelForCausalLM.from_pretrained(server.model_path, dtype=torch.bfloat16)
+    model = PeftModel.from_pretrained(base, str(adapter.path)).eval()
+    with torch.no_grad():
+        output = model.generate(torch.tensor([prompt_ids]), max_new_tokens=32, do_sample=False,
+                                pad_token_id=tokenizer.eos_token_id)
+    reference_ids = output[0, len(prompt_ids):].tolist()
+    assert served_ids == reference_ids[: len(served_ids)]
+    assert len(served_ids) == len(reference_ids)
+
+
+@pytest.mark.slow
+def test_bad_requests_get_clean_errors_and_the_server_stays_up(client, server) -> None:
+    import httpx
+    import openai
+
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=PROMPT, max_tokens=4)
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=server.base_name, prompt="word " * 600, max_tokens=4)
+    response = httpx.post(f"{server.api_base}/chat/completions", content=b"{not json",
+                          headers={"Authorization": f"Bearer {API_KEY}",
+                                   "Content-Type": "application/json"})
+    assert response.status_code in (400, 422)
+    for key in (None, "wrong-key"):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        response = httpx.get(f"{server.api_base}/models", headers=headers)
+        assert response.status_code == 401, key
+    assert server.healthy()
+    assert _greedy(client, server.base_name, max_tokens=4)
+
+
+@pytest.mark.slow
+def test_runtime_adapter_load_and_unload(client, server, capsys) -> None:
+    from qtune.cli import main
+
+    common = ["adapters", "--api-base", server.api_base, "--api-key", API_KEY]
+    source = server.adapters[0].path
+    assert main([*common, "load", "runtime-copy", str(source)]) == 0
+    assert "runtime-copy" in {card.id for card in client.models.list().data}
+    assert _greedy(client, "runtime-copy") == _greedy(client, server.adapters[0].name)
+    assert main([*common, "list"]) == 0
+    assert "runtime-copy\tadapter of" in capsys.readouterr().out
+    assert main([*common, "unload", "runtime-copy"]) == 0
+    assert "runtime-copy" not in {card.id for card in client.models.list().data}
+    assert main([*common, "load", "broken", str(source.parent / "does-not-exist")]) == 2
+    assert "does-not-exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_stop_leaves_no_engine_process(server) -> None:
+    """Runs last in this module: stopping kills the API server and its engine processes."""
+    pgid = server.process.pid
+    server.stop()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+    assert not server.healthy()
+
+
+@pytest.mark.slow
+def test_failed_start_raises_with_the_log_tail(tmp_path: Path) -> None:
+    config = ServeConfig(port=_free_port(), adapters_dir=None, log_path=tmp_path / "vllm.log",
+                         extra_args=["--no-such-vllm-flag"], startup_timeout=300)
+    with pytest.raises(QtuneError, match=r"(?s)vLLM exited with status .*no-such-vllm-flag"):
+        VLLMServer(config).start()
