@@ -1,0 +1,66 @@
+"""The Dockerfile builds and runs through the Makefile's targets (no docker needed)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def makefile_targets() -> set[str]:
+    text = (REPO / "Makefile").read_text()
+    return set(re.findall(r"^([a-z][a-z0-9_-]*):", text, flags=re.MULTILINE))
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(instruction, arguments) pairs with line continuations joined and comments dropped."""
+    lines = [line for line in (REPO / "Dockerfile").read_text().splitlines()
+             if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    pairs = []
+    for line in joined.splitlines():
+        if line.strip():
+            keyword, _, rest = line.strip().partition(" ")
+            pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+def make_targets_called(arguments: str) -> list[str]:
+    if arguments.startswith("["):  # exec form: ["make", "run", "HOST=0.0.0.0"]
+        words = json.loads(arguments)
+    else:
+        words = arguments.replace("&&", " ").replace(";", " ").split()
+    targets = []
+    for index, word in enumerate(words):
+        if word == "make":
+            targets += [w for w in words[index + 1:] if "=" not in w and not w.startswith("-")][:1]
+    return targets
+
+
+def test_dockerfile_calls_existing_make_targets() -> None:
+    known = makefile_targets()
+    called = [target for keyword, args in dockerfile_instructions() if keyword in ("RUN", "CMD")
+              for target in make_targets_called(args)]
+    assert "setup" in called and "run" in called, called
+    assert set(called) <= known, f"Dockerfile calls targets the Makefile lacks: {set(called) - known}"
+
+
+def test_dockerfile_exposes_the_api_and_the_ui() -> None:
+    exposed = " ".join(args for keyword, args in dockerfile_instructions() if keyword == "EXPOSE")
+    assert set(exposed.split()) >= {"8000", "7860"}
+
+
+def test_dockerfile_has_a_cpu_variant_and_binds_all_interfaces() -> None:
+    instructions = dockerfile_instructions()
+    bases = [args for keyword, args in instructions if keyword == "FROM"]
+    assert any("python:3.11-slim" in base for base in bases)
+    assert any("cuda" in base for base in bases)
+    cmd = next(args for keyword, args in instructions if keyword == "CMD")
+    assert "HOST=0.0.0.0" in cmd
+
+
+def test_healthcheck_script_is_executable() -> None:
+    script = REPO / "docker" / "healthcheck.sh"
+    assert script.stat().st_mode & 0o111
