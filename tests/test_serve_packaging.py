@@ -28,14 +28,17 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 
 def make_targets_called(arguments: str) -> list[str]:
+    """Targets of every command that *is* `make` (not an apt package named make)."""
     if arguments.startswith("["):  # exec form: ["make", "run", "HOST=0.0.0.0"]
-        words = json.loads(arguments)
+        commands = [json.loads(arguments)]
     else:
-        words = arguments.replace("&&", " ").replace(";", " ").split()
+        commands = [part.split() for part in re.split(r"&&|\|\||;", arguments)]
     targets = []
-    for index, word in enumerate(words):
-        if word == "make":
-            targets += [w for w in words[index + 1:] if "=" not in w and not w.startswith("-")][:1]
+    for words in commands:
+        while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # VAR=value make ...
+            words = words[1:]
+        if words and words[0] == "make":
+            targets += [w for w in words[1:] if "=" not in w and not w.startswith("-")][:1]
     return targets
 
 
