@@ -1,0 +1,141 @@
+"""The model card (README.md) written next to every trained adapter.
+
+It states what the adapter is, what it was trained on and with what budget, how well
+training went (losses), how big it is compared with a plain LoRA of the same rank, and
+how to serve it. Every number comes from the run's metrics, nothing is typed by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qtune.finetune.train import TrainConfig
+
+TASK_DATA = {
+    "math": "GSM8K grade-school maths word problems with worked solutions (MIT)",
+    "counselling": "CounselChat answers by licensed therapists to public questions (MIT)",
+    "cpsycound": "CPsyCounD multi-turn Chinese counselling dialogues (CC BY 4.0)",
+}
+
+
+def _loss(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes:,} bytes ({n_bytes / 1024:.1f} KiB)"
+
+
+def _method_text(config: TrainConfig) -> str:
+    targets = ", ".join(config.target_modules)
+    if config.method == "lora":
+        return (f"Plain LoRA (PEFT) of rank {config.r}, alpha {config.lora_alpha}, no dropout, "
+                f"on {targets}: the baseline for the QWTH adapter trained with the same data, "
+                "schedule, steps and seed.")
+    shots = "exact probabilities" if config.shots is None else f"{config.shots} shots"
+    return (f"QWTH: rank-{config.r} LoRA factors (alpha {config.lora_alpha}) on {targets} whose "
+            f"matrices are tensor-train cores (TT rank {config.tt_rank}, {config.n_factors} "
+            f"factors) modulated by a {config.n_qubits}-qubit, {config.circuit_layers}-layer "
+            f"parameterised quantum circuit simulated with PennyLane `{config.device}` "
+            f"({shots}). Only the cores and circuit angles are trained; the dense LoRA "
+            "factors are generated from them and exported as a standard PEFT LoRA.")
+
+
+def _retrain_text(name: str) -> str:
+    from qtune.config import PROJECT_ROOT
+
+    if (PROJECT_ROOT / "configs" / f"{name}.toml").is_file():
+        return (f"Retrain with `qtune finetune --config configs/{name}.toml` (all four shipped "
+                "adapters: `make finetune-all`); the exact settings are in "
+                "`training_config.json`.")
+    return "The exact settings of this run are in `training_config.json`."
+
+
+def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
+    trainable = metrics["trainable_parameters"]
+    reference = metrics["same_rank_lora_parameters"]
+    percent = metrics.get("percent_of_same_rank_lora")
+    tokens = metrics["tokens_seen"]
+    wall = metrics["wall_seconds"]
+    compact_note = ("the `qwth/` folder (cores + circuit angles; `qtune.finetune.qwth."
+                    "load_compact` rebuilds the adapter)" if config.method == "qwth"
+                    else "`adapter_model.safetensors`")
+    lines = [
+        f"# {name}",
+        "",
+        f"A {config.task} adapter for `{metrics['base_model']}`, trained by qtune.",
+        "",
+        "## Method",
+        "",
+        _method_text(config),
+        "",
+        "## Base model",
+        "",
+        f"- `{metrics['base_model']}` (recorded as `base_model_name_or_path`)",
+        "",
+        "## Data",
+        "",
+        f"- Task `{config.task}`: {TASK_DATA.get(config.task, config.task)}",
+        f"- Trained on the `{metrics['train_split']}` split"
+        + (f" (first {config.max_train_examples} examples)" if config.max_train_examples else "")
+        + f"; {metrics['examples_seen']:,} examples seen, loss on assistant tokens only.",
+        f"- Evaluation loss on {config.eval_batches * config.batch_size} fixed examples of the "
+        f"`{metrics['eval_split']}` split.",
+        "",
+        "## Budget",
+        "",
+        f"- {metrics['steps']} optimizer steps x batch {config.batch_size} x grad accumulation "
+        f"{config.grad_accum} x {metrics['num_processes']} process(es); sequence length "
+        f"{config.seq_len}",
+        f"- {tokens:,} tokens processed ({metrics['assistant_tokens_seen']:,} assistant tokens "
+        "with loss)",
+        f"- AdamW, peak lr {config.lr:g}, {config.warmup} warmup steps then cosine to "
+        f"{config.min_lr_ratio:g} x peak, weight decay {config.weight_decay:g}, grad clip "
+        f"{config.grad_clip:g}, seed {config.seed}, {config.mixed_precision} autocast",
+        f"- Wall time {wall / 60:.1f} min ({metrics['seconds_per_step']:.2f} s/step) on "
+        f"{metrics['machine']}",
+        "",
+        "## Results",
+        "",
+        "| | loss |",
+        "|---|---|",
+        f"| eval loss before training | {_loss(metrics['initial_eval_loss'])} |",
+        f"| eval loss after training | {_loss(metrics['final_eval_loss'])} |",
+        f"| train loss, last step | {_loss(metrics['final_train_loss'])} |",
+        f"| train loss, mean of last 10 steps | {_loss(metrics['final_train_loss_mean10'])} |",
+        "",
+        "Curves: `loss.png`; every step: `log.csv`; all numbers: `metrics.json`.",
+        "",
+        "## Size",
+        "",
+        f"- Trainable parameters: {trainable:,}; a rank-{config.r} LoRA on the same layers has "
+        f"{reference:,} ({percent}% of it)." if percent is not None else
+        f"- Trainable parameters: {trainable:,}.",
+        f"- Compact form on disk: {_size(metrics['compact_bytes'])} in {compact_note}.",
+        f"- Exported PEFT LoRA (`adapter_model.safetensors`): {_size(metrics['peft_bytes'])}.",
+        "",
+        "## Serve",
+        "",
+        "This folder is a PEFT LoRA folder (`adapter_config.json` + "
+        "`adapter_model.safetensors`), so vLLM loads it directly:",
+        "",
+        "```bash",
+        "python -m vllm.entrypoints.openai.api_server --model \"$(qtune model path)\" \\",
+        f"    --enable-lora --max-lora-rank {max(8, config.r)} --lora-modules {name}=<this folder>",
+        "```",
+        "",
+        f"then ask for model `{name}`. With transformers: "
+        "`PeftModel.from_pretrained(base_model, \"<this folder>\")`.",
+        "",
+        _retrain_text(name),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(folder: Path, config: TrainConfig, metrics: dict[str, Any]) -> Path:
+    path = folder / "README.md"
+    path.write_text(card_text(folder.name, config, metrics))
+    return path

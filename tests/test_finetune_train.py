@@ -1,0 +1,281 @@
+"""The training loop on a tiny random Llama that uses the real embedded tokenizer.
+
+The tiny model keeps SmolLM2's vocabulary (49152) so that the real data, prompts and
+tokenizer run unchanged; with hidden size 32 a step takes milliseconds. The slow
+tests run `accelerate launch` with two CPU processes and the real embedded model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from qtune.finetune.cli import build_config
+from qtune.finetune.train import TrainConfig, checkpoint_path, lr_factor, train
+from safetensors.torch import load_file
+
+from qtune.cli import main as qtune_main
+from qtune.errors import QtuneError
+
+REPO = Path(__file__).resolve().parent.parent
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+OUTPUT_FILES = ("adapter_config.json", "adapter_model.safetensors", "log.csv", "loss.png",
+                "metrics.json", "README.md", "training_config.json")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, embedded_model: Path) -> Path:
+    """A 2-layer, hidden-32 random Llama saved with the embedded model's tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(embedded_model / name, folder / name)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(data_dir):
+    """Tests share 2 cores with everything else; the data_dir fixture sets QTUNE_DATA_DIR."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(model_dir: Path, output: Path, **overrides) -> TrainConfig:
+    """A few steps on a repeated batch of two short examples."""
+    values = dict(
+        base_model=str(model_dir), steps=6, batch_size=2, seq_len=64, lr=1e-2, warmup=1,
+        max_train_examples=2, eval_every=2, eval_batches=1, save_every=2, output=str(output),
+        n_qubits=4, circuit_layers=1, tt_rank=2, n_factors=2,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def losses(history: list[dict]) -> list[tuple]:
+    return [(r["step"], r["train_loss"], r["eval_loss"]) for r in history]
+
+
+def read_log(folder: Path) -> list[dict]:
+    import csv
+
+    with (folder / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    return [{"step": int(r["step"]),
+             "train_loss": float(r["train_loss"]) if r["train_loss"] else None,
+             "eval_loss": float(r["eval_loss"]) if r["eval_loss"] else None} for r in rows]
+
+
+@pytest.mark.parametrize("method", ["lora", "qwth"])
+def test_loss_decreases_on_a_repeated_batch(method, tiny_model_dir, tmp_path):
+    output = tmp_path / method
+    metrics = train(tiny_config(tiny_model_dir, output, method=method, steps=8,
+                                lr=3e-2 if method == "qwth" else 1e-2))
+    rows = read_log(output)
+    trained = [r["train_loss"] for r in rows if r["train_loss"] is not None]
+    assert len(trained) == 8
+    assert trained[-1] < trained[0] - 0.01, trained
+    for name in OUTPUT_FILES:
+        assert (output / name).is_file(), name
+    assert not checkpoint_path(output).parent.exists()  # removed after success
+    adapter = json.loads((output / "adapter_config.json").read_text())
+    assert adapter["r"] == 8 and set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+    assert adapter["base_model_name_or_path"] == str(tiny_model_dir)
+    saved = json.loads((output / "metrics.json").read_text())
+    assert saved["trainable_parameters"] == metrics["trainable_parameters"]
+    # 2 layers x (q: 8*(32+32) + v: 8*(32+16)) for a plain rank-8 LoRA
+    assert metrics["same_rank_lora_parameters"] == 2 * (8 * 64 + 8 * 48)
+    card = (output / "README.md").read_text()
+    assert f"{metrics['trainable_parameters']:,}" in card and "--lora-modules" in card
+    if method == "qwth":
+        assert (output / "qwth").is_dir()
+        assert metrics["trainable_parameters"] != metrics["same_rank_lora_parameters"]
+    else:
+        assert metrics["percent_of_same_rank_lora"] == 100.0
+
+
+class SimulatedKill(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["lora", "qwth"])
+def test_resume_after_a_kill_repeats_the_uninterrupted_run(method, tiny_model_dir, tmp_path):
+    lr = 3e-2 if method == "qwth" else 1e-2
+    whole = tiny_config(tiny_model_dir, tmp_path / "whole", method=method, lr=lr,
+                        max_train_examples=None)
+    train(whole)
+
+    def kill_after_step_3(step: int, row: dict, model: torch.nn.Module) -> None:
+        if step == 3:
+            raise SimulatedKill
+
+    broken = tiny_config(tiny_model_dir, tmp_path / "broken", method=method, lr=lr,
+                         max_train_examples=None)
+    with pytest.raises(SimulatedKill):
+        train(broken, on_step=kill_after_step_3)
+    assert torch.load(checkpoint_path(tmp_path / "broken"), weights_only=False)["step"] == 2
+    broken.resume = True
+    train(broken)
+
+    assert losses(read_log(tmp_path / "broken")) == losses(read_log(tmp_path / "whole"))
+    first = load_file(tmp_path / "whole" / "adapter_model.safetensors")
+    second = load_file(tmp_path / "broken" / "adapter_model.safetensors")
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_model_dir, tmp_path):
+    output = tmp_path / "nan"
+    config = tiny_config(tiny_model_dir, output, method="lora", save_every=2, steps=10)
+
+    def poison_after_step_3(step: int, row: dict, model: torch.nn.Module) -> None:
+        if step == 3:  # a NaN reaches the logits from the next forward pass on
+            model.get_output_embeddings().register_forward_hook(
+                lambda module, args, out: out * float("nan"))
+
+    with pytest.raises(QtuneError, match="NaN/inf at step 4") as caught:
+        train(config, on_step=poison_after_step_3)
+    assert "--resume" in str(caught.value)
+    saved = torch.load(checkpoint_path(output), weights_only=False)
+    assert saved["step"] == 2
+    assert all(torch.isfinite(t).all() for t in saved["trainable"].values())
+    assert not (output / "adapter_model.safetensors").exists()
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    factors = [lr_factor(s, warmup=4, total=20, min_ratio=0.1) for s in range(21)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(factors[3:], factors[4:], strict=False))
+    assert math.isclose(factors[20], 0.1)
+
+
+def finetune_args(*argv: str):
+    from qtune.cli import build_parser
+
+    return build_parser().parse_args(["finetune", *argv])
+
+
+def test_flags_override_the_toml_file(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('task = "counselling"\nmethod = "lora"\nsteps = 50\nlr = 1e-3\n'
+                    'batch_size = 4\ntarget_modules = ["q_proj"]\n')
+    config = build_config(finetune_args("--config", str(toml), "--steps", "3", "--lr", "0.5",
+                                        "--method", "qwth", "--qubits", "6", "--rank", "16"))
+    assert (config.steps, config.lr, config.method, config.n_qubits, config.r) == (3, 0.5, "qwth",
+                                                                                     6, 16)
+    assert (config.task, config.batch_size, config.target_modules) == ("counselling", 4,
+                                                                      ("q_proj",))
+    assert config.resume is False
+    assert build_config(finetune_args("--config", str(toml), "--resume")).resume is True
+
+
+def test_shipped_configs_share_the_budget_per_task():
+    from qtune.finetune.cli import read_toml
+
+    shared = ("steps", "batch_size", "grad_accum", "seq_len", "warmup", "seed", "r",
+              "lora_alpha", "target_modules", "eval_every", "eval_batches")
+    for task in ("math", "counselling"):
+        qwth = read_toml(REPO / "configs" / f"{task}-qwth.toml")
+        lora = read_toml(REPO / "configs" / f"{task}-lora.toml")
+        for values, method in ((qwth, "qwth"), (lora, "lora")):
+            config = TrainConfig.from_dict(values)
+            config.validate()
+            assert (config.task, config.method) == (task, method)
+            assert config.output == f"adapters/{task}-{method}"
+        assert {k: qwth[k] for k in shared} == {k: lora[k] for k in shared}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--task", "poetry"], "unknown task 'poetry'"),
+    (["--method", "dora"], "unknown method 'dora'"),
+    (["--device", "ibm.quantum"], "unknown device 'ibm.quantum'"),
+    (["--steps", "0"], "steps must be a positive integer"),
+    (["--config", "/nonexistent/run.toml"], "does not exist"),
+])
+def test_bad_input_is_reported_clearly(argv, message, capsys):
+    assert qtune_main(["finetune", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_toml_key_and_bad_toml(tmp_path):
+    toml = tmp_path / "typo.toml"
+    toml.write_text("stepz = 3\n")
+    with pytest.raises(QtuneError, match="unknown training setting"):
+        build_config(finetune_args("--config", str(toml)))
+    toml.write_text("steps = \n")
+    with pytest.raises(QtuneError, match="not valid TOML"):
+        build_config(finetune_args("--config", str(toml)))
+
+
+def test_missing_data_and_unwritable_output(tiny_model_dir, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(QtuneError, match="cannot write to the output folder"):
+        train(tiny_config(tiny_model_dir, blocker / "run", method="lora"))
+    empty = tmp_path / "no-datasets"
+    empty.mkdir()
+    monkeypatch.setenv("QTUNE_DATA_DIR", str(empty))
+    with pytest.raises(QtuneError):
+        train(tiny_config(tiny_model_dir, tmp_path / "run", method="lora"))
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_two_cpu_processes(tiny_model_dir, tmp_path):
+    output = tmp_path / "ddp"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    command = [str(accelerate), "launch", "--num_processes", "2", "--cpu",
+               "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
+               "-m", "qtune.cli", "finetune", "--method", "lora", "--model", str(tiny_model_dir),
+               "--steps", "3", "--batch-size", "2", "--seq-len", "64", "--eval-every", "0",
+               "--eval-batches", "1", "--save-every", "2", "--output", str(output)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    assert metrics["examples_seen"] == 3 * 2 * 2
+    assert [r["step"] for r in read_log(output)] == [0, 1, 2, 3]
+    assert all(math.isfinite(r["train_loss"]) for r in read_log(output)[1:])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "qwth"])
+def test_two_steps_on_the_embedded_model_give_a_loadable_peft_folder(method, embedded_model,
+                                                                   tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from qtune.config import DEFAULT_BASE_MODEL_HF_ID
+
+    output = tmp_path / method
+    metrics = train(TrainConfig(method=method, steps=2, batch_size=2, seq_len=64, warmup=1,
+                                eval_every=0, eval_batches=1, save_every=0, output=str(output)))
+    assert metrics["same_rank_lora_parameters"] == 460_800
+    adapter = json.loads((output / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == DEFAULT_BASE_MODEL_HF_ID
+    base = AutoModelForCausalLM.from_pretrained(embedded_model, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(output))
+    ids = torch.tensor([[1, 504, 3458, 314]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    assert torch.isfinite(logits).all()
+    # The adapter changed something: B was trained away from its zero initialisation.
+    weights = load_file(output / "adapter_model.safetensors")
+    assert any(k.endswith("lora_B.weight") and t.abs().sum() > 0 for k, t in weights.items())
