@@ -42,6 +42,10 @@ class FeedbackWriteError(QtuneError):
     """The feedback database could not be written (locked, read-only, bad path)."""
 
 
+def new_conversation_id() -> str:
+    return uuid.uuid4().hex
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -275,14 +279,20 @@ class FeedbackStore:
 
     # --- writes ---------------------------------------------------------------------------
 
-    def start_conversation(self, assistant: str, mode: str) -> str:
+    def start_conversation(
+        self, assistant: str, mode: str, conversation_id: str | None = None
+    ) -> str:
+        """Record a conversation and return its id. The UI may choose the id itself (so that a
+        conversation can begin while the database is unavailable); recording the same id
+        again is a no-op."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        conversation_id = uuid.uuid4().hex
+        conversation_id = conversation_id or new_conversation_id()
         with self._write() as db:
             db["conversations"].insert(
                 {"id": conversation_id, "assistant": assistant, "mode": mode,
-                 "created_at": utc_now()}
+                 "created_at": utc_now()},
+                ignore=True,
             )
         return conversation_id
 

@@ -1,0 +1,152 @@
+"""End to end in a real browser: vLLM with the real model, the Gradio app, Debian chromium.
+
+One vLLM server and one UI for the module. The shipped adapters are served when present;
+otherwise a PEFT LoRA adapter is generated so that there are two models to compare.
+Screenshots of the chat and compare views go to test-artifacts/ and docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from ui_fixtures import collect_adapters, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+ANSWER_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, embedded_model):
+    """(UI url, feedback db path, served model names); stops vLLM and the UI afterwards."""
+    from qtune.data.feedback import FeedbackStore
+    from qtune.serve.server import ServeConfig, VLLMServer
+    from qtune.ui.app import QtuneUI, launch
+
+    from qtune.config import settings
+
+    scratch = tmp_path_factory.mktemp("ui-stack")
+    adapters = collect_adapters(settings().adapters_dir, embedded_model, scratch)
+    server = VLLMServer(ServeConfig(port=free_port(), adapters_dir=adapters,
+                                    log_path=scratch / "vllm.log"))
+    db = scratch / "feedback.db"
+    server.start(wait=True)
+    demo = None
+    try:
+        ui = QtuneUI(api_base=server.api_base, store=FeedbackStore(db), adapters_dir=adapters,
+                     bootstrap_rounds=50, max_tokens=48)
+        port = free_port()
+        demo = launch(ui, port=port, block=False)
+        yield f"http://127.0.0.1:{port}/", db, server.served_models
+    finally:
+        if demo is not None:
+            demo.close()
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def page(stack):
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        subprocess.run(["apt-get", "install", "-y", "chromium"], check=True,
+                       capture_output=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(ANSWER_TIMEOUT_MS)
+        page.goto(stack[0])
+        page.wait_for_selector("#status:has-text('Connected')")
+        yield page
+        browser.close()
+
+
+def save_screenshot(page, artifacts_dir: Path, name: str) -> None:
+    path = artifacts_dir / f"ui-{name}.png"
+    page.screenshot(path=path, full_page=True)
+    docs = REPO / "docs" / "screenshots"
+    docs.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, docs / f"{name}.png")
+
+
+def test_chat_answer_appears_and_rating_is_stored(stack, page, artifacts_dir):
+    _, db, served = stack
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-input textarea").fill("What is 12 + 30? Answer briefly.")
+    page.locator("#chat-send").click()
+    page.wait_for_selector("#status:has-text('answered')")
+    answer = page.locator("#chat-bot [data-testid='bot']").last
+    assert answer.inner_text().strip()
+    page.locator("#chat-bot button[aria-label='Like']").last.click()
+    page.wait_for_timeout(1500)  # the rating is written by a background event
+    save_screenshot(page, artifacts_dir, "chat")
+    with sqlite3.connect(db) as conn:
+        messages = conn.execute("select role, model, content from messages order by id").fetchall()
+        ratings = conn.execute("select message_id, rating from ratings").fetchall()
+    assert [m[0] for m in messages] == ["user", "assistant"]
+    assert messages[1][1] in served and messages[1][2].strip()
+    assert ratings == [(2, 1)]
+
+
+def test_empty_message_is_refused(page):
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-input textarea").fill("   ")
+    page.locator("#chat-send").click()
+    page.wait_for_selector("text=Type a message first.")
+
+
+def test_compare_vote_and_leaderboard(stack, page, artifacts_dir):
+    _, db, served = stack
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-input textarea").fill("What is 7 times 6?")
+    page.locator("#compare-send").click()
+    vote_left = page.locator("#vote-model_a")
+    page.wait_for_function(
+        "() => !document.querySelector('#vote-model_a').disabled", timeout=ANSWER_TIMEOUT_MS)
+    for side in ("#compare-left", "#compare-right"):
+        assert page.locator(f"{side} [data-testid='bot']").last.inner_text().strip()
+    # blind: the names are hidden until the vote
+    assert "Model A" in page.locator("#compare-left").inner_text()
+    save_screenshot(page, artifacts_dir, "compare")
+
+    page.locator("#comment textarea").fill("left was clearer")
+    vote_left.click()
+    page.wait_for_selector("#vote-status:has-text('saved')")
+    status = page.locator("#vote-status").inner_text()
+    revealed = re.findall(r"(?:Left|right): (?:.*?) · (\S+?)[.,]", status)
+    assert len(revealed) == 2 and set(revealed) <= set(served)
+
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        votes = [dict(r) for r in conn.execute("select * from votes")]
+    assert len(votes) == 1
+    vote = votes[0]
+    assert vote["winner"] == "model_a" and vote["blind"] == 1
+    assert vote["comment"] == "left was clearer" and vote["assistant"] == "math"
+    assert [vote["model_a"], vote["model_b"]] == revealed
+    assert vote["prompt"] == "What is 7 times 6?" and vote["answer_a"] and vote["answer_b"]
+
+    page.get_by_role("tab", name="Leaderboard").click()
+    page.wait_for_selector("#board-summary:has-text('1 votes between 2 models')")
+    table = page.locator("#board-table").inner_text()
+    assert vote["model_a"] in table and vote["model_b"] in table
+    save_screenshot(page, artifacts_dir, "leaderboard")
+
+
+def test_crisis_message_shows_resources(page):
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-clear").click()
+    page.locator("#chat-input textarea").fill("I don't want to live anymore")
+    page.locator("#chat-send").click()
+    page.wait_for_selector("#chat-safety:has-text('116 123')")
+    assert "findahelpline.com" in page.locator("#chat-safety").inner_text()
+    page.wait_for_selector("#chat-bot [data-testid='bot']")  # the model answers as well

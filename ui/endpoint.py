@@ -1,0 +1,155 @@
+"""The UI's view of an OpenAI-compatible endpoint: which models it serves, and streaming.
+
+Served names follow ``<assistant>-<method>`` for adapters (``math-qwth``,
+``counselling-lora``); the base model serves every assistant. Nothing is hard-coded:
+the list comes from ``GET /v1/models`` on every refresh, so adapters loaded or removed
+while the UI runs show up, and an endpoint that was down is picked up again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from qtune.config import settings
+from qtune.errors import QtuneError
+
+METHOD_LABELS = {"qwth": "quantum-tuned (QWTH)", "lora": "LoRA baseline", "base": "base"}
+#: Methods we know; other suffixes still work as adapters, labelled by their suffix.
+KNOWN_METHODS = ("qwth", "lora")
+#: Order of the model lists: quantum-tuned first, then the baseline, then the base.
+METHOD_ORDER = {"qwth": 0, "lora": 1, "base": 3}
+
+
+class EndpointError(QtuneError):
+    """The endpoint could not be reached or refused a request."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    method: str  # "qwth", "lora", "base" or another adapter suffix
+    assistant: str | None  # None: the base model, good for every assistant
+
+    @property
+    def label(self) -> str:
+        return METHOD_LABELS.get(self.method, f"{self.method} adapter")
+
+    @property
+    def choice(self) -> tuple[str, str]:
+        """(shown text, value) for a dropdown."""
+        return (f"{self.label} · {self.name}", self.name)
+
+    def serves(self, assistant: str) -> bool:
+        return self.assistant is None or self.assistant == assistant
+
+
+def parse_model(name: str, parent: str | None = None) -> ServedModel:
+    """Read ``<assistant>-<method>``; a model without a parent that does not parse is a base.
+
+    vLLM reports LoRA adapters with ``parent`` set to the base model's name.
+    """
+    assistant, _, method = name.rpartition("-")
+    if parent is None and method not in KNOWN_METHODS:
+        return ServedModel(name, "base", None)
+    if not assistant:
+        return ServedModel(name, method or "adapter", name)
+    return ServedModel(name, method, assistant)
+
+
+def sort_models(models: list[ServedModel]) -> list[ServedModel]:
+    return sorted(models, key=lambda m: (METHOD_ORDER.get(m.method, 2), m.name))
+
+
+def default_pair(models: list[ServedModel], assistant: str) -> tuple[str, str] | None:
+    """Quantum-tuned vs LoRA baseline for ``assistant`` when both are served; otherwise the
+    best two it has (adapters before the base); None when fewer than two models serve it."""
+    usable = sort_models([m for m in models if m.serves(assistant)])
+    if len(usable) < 2:
+        return None
+    return usable[0].name, usable[1].name
+
+
+def adapter_version(name: str, adapters_dir: Path | None = None) -> str:
+    """sha256 prefix of the adapter's weights when ``name`` is a folder of the adapters
+    directory; "base" otherwise (the base model, or an adapter we cannot see)."""
+    folder = (adapters_dir or settings().adapters_dir) / name
+    weights = folder / "adapter_model.safetensors"
+    try:
+        stat = weights.stat()
+    except OSError:
+        return "base"
+    return _file_digest(str(weights), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=64)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    # mtime and size are part of the cache key, so a retrained adapter is hashed again.
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+class Endpoint:
+    """A thin wrapper over the openai client for the UI."""
+
+    def __init__(self, api_base: str, api_key: str | None = None, timeout: float = 60.0) -> None:
+        from openai import OpenAI
+
+        self.api_base = api_base
+        # The openai client insists on a key; vLLM without --api-key ignores it.
+        self.client = OpenAI(base_url=api_base, api_key=api_key or "none", timeout=timeout,
+                             max_retries=0)
+
+    def models(self) -> list[ServedModel]:
+        import openai
+
+        try:
+            listing = self.client.models.list()
+        except openai.AuthenticationError as error:
+            raise EndpointError(
+                f"the endpoint {self.api_base} refused the API key: set --api-key or "
+                "QTUNE_API_KEY to the key the server was started with"
+            ) from error
+        except openai.OpenAIError as error:
+            raise EndpointError(
+                f"the endpoint {self.api_base} is not reachable ({type(error).__name__}). Start "
+                "it with `qtune serve` (or `qtune up`), then press Refresh."
+            ) from error
+        return sort_models([parse_model(m.id, getattr(m, "parent", None)) for m in listing.data])
+
+    def stream_chat(
+        self, model: str, messages: list[dict], temperature: float, max_tokens: int
+    ) -> Iterator[str]:
+        """Yield the answer's text pieces as they arrive."""
+        import openai
+
+        try:
+            stream = self.client.chat.completions.create(
+                model=model, messages=messages, temperature=temperature,
+                max_tokens=max_tokens, stream=True,
+            )
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        except openai.APIStatusError as error:
+            raise EndpointError(
+                f"{model} answered HTTP {error.status_code}: {_error_text(error)}"
+            ) from error
+        except openai.OpenAIError as error:
+            raise EndpointError(
+                f"lost the endpoint {self.api_base} while {model} was answering "
+                f"({type(error).__name__}); check that the server is running and retry"
+            ) from error
+
+
+def _error_text(error: Exception) -> str:
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        return str(body.get("message") or body)
+    return str(error)
