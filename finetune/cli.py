@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "read from --config (TOML, keys named like the training settings) and overridden "
             "by the flags below. Writes a PEFT LoRA folder vLLM can serve, plus log.csv, "
             "loss.png, metrics.json and a model card. For several processes: "
-            "`accelerate launch --num_processes 2 --cpu -m qtune.cli finetune ...`."
+            "`accelerate launch --multi_gpu --num_processes 2 -m qtune.cli finetune ...` "
+            "(on a machine without GPU these are CPU processes talking over gloo)."
         ),
     )
     add = parser.add_argument

@@ -11,7 +11,10 @@ also makes resuming exact. Loss is the mean cross-entropy over assistant tokens 
 whole optimizer step, across gradient-accumulation micro-batches and processes.
 
 Run it with ``qtune finetune --config configs/math-qwth.toml`` or, on several
-processes, ``accelerate launch --num_processes 2 --cpu -m qtune.cli finetune ...``.
+CPU processes, ``accelerate launch --multi_gpu --num_processes 2 -m qtune.cli finetune ...``
+on a machine without GPU (Accelerate's ``--cpu`` flag starts a single process unless MPI
+is installed; ``torchrun --nproc_per_node 2 -m qtune.cli finetune ...`` works too). Each
+process takes its own micro-batches; only the main process writes logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -395,6 +398,21 @@ def check_writable(folder: Path) -> None:
         raise QtuneError(f"cannot write to the output folder {folder}: {error}") from error
 
 
+def warn_if_launched_single_process() -> None:
+    """`accelerate launch --cpu --num_processes N` starts ONE process unless MPI is set up.
+
+    Accelerate's launcher only sets MASTER_ADDR in that case; say how to get N processes.
+    """
+    asked_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    if asked_cpu and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ:
+        log.warning(
+            "accelerate launch --cpu started a single process (several CPU processes need "
+            "MPI). For N CPU processes run `accelerate launch --multi_gpu --num_processes N "
+            "-m qtune.cli finetune ...` on a machine without GPU, or `torchrun "
+            "--nproc_per_node N -m qtune.cli finetune ...`."
+        )
+
+
 def machine_description(accelerator) -> str:
     cores = os.cpu_count() or 0
     device = str(accelerator.device)
@@ -456,7 +474,11 @@ def train(config: TrainConfig,
     config.validate()
     output = config.output_dir
     check_writable(output)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    warn_if_launched_single_process()
+    # cpu=True on machines without CUDA makes Accelerate use gloo (MULTI_CPU) when started
+    # as several processes (`accelerate launch --multi_gpu --num_processes N` or torchrun).
+    accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                              cpu=not torch.cuda.is_available())
     is_main, rank, world = (accelerator.is_main_process, accelerator.process_index,
                             accelerator.num_processes)
 

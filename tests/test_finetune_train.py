@@ -238,12 +238,17 @@ def test_missing_data_and_unwritable_output(tiny_model_dir, tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_accelerate_launch_with_two_cpu_processes(tiny_model_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("checks CPU processes; with CUDA these would be GPU processes")
     output = tmp_path / "ddp"
     accelerate = Path(sys.executable).parent / "accelerate"
-    command = [str(accelerate), "launch", "--num_processes", "2", "--cpu",
+    # Accelerate's --cpu flag starts a single process without MPI; --multi_gpu runs
+    # torchrun, and qtune asks Accelerate for CPU processes (gloo) when there is no GPU.
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
                "-m", "qtune.cli", "finetune", "--method", "lora", "--model", str(tiny_model_dir),
                "--steps", "3", "--batch-size", "2", "--seq-len", "64", "--eval-every", "0",
+               "--lr", "1e-2", "--warmup", "1",
                "--eval-batches", "1", "--save-every", "2", "--output", str(output)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -251,8 +256,15 @@ def test_accelerate_launch_with_two_cpu_processes(tiny_model_dir, tmp_path):
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
     assert metrics["examples_seen"] == 3 * 2 * 2
-    assert [r["step"] for r in read_log(output)] == [0, 1, 2, 3]
-    assert all(math.isfinite(r["train_loss"]) for r in read_log(output)[1:])
+    two_processes = read_log(output)
+    assert [r["step"] for r in two_processes] == [0, 1, 2, 3]
+    # Two processes x 1 micro-batch see the same examples, and average the same way, as
+    # one process accumulating 2 micro-batches.
+    train(tiny_config(tiny_model_dir, tmp_path / "accum", method="lora", steps=3,
+                      grad_accum=2, max_train_examples=None, eval_every=0, save_every=2))
+    one_process = read_log(tmp_path / "accum")
+    for a, b in zip(two_processes[1:], one_process[1:], strict=True):
+        assert math.isclose(a["train_loss"], b["train_loss"], rel_tol=1e-3), (a, b)
 
 
 @pytest.mark.slow
