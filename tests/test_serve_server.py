@@ -106,6 +106,42 @@ def test_port_in_use_is_reported(small_model: Path) -> None:
             server.start()
 
 
+def test_serve_arguments_build_the_config(tmp_path: Path) -> None:
+    from qtune.serve.cli import config_from_args
+
+    from qtune.cli import build_parser
+
+    args = build_parser().parse_args([
+        "serve", "--port", "8055", "--host", "0.0.0.0", "--api-key", "k", "--adapter",
+        f"one={tmp_path}", "--allow-runtime-lora", "--", "--tensor-parallel-size", "2"])
+    config = config_from_args(args)
+    assert (config.port, config.host, config.api_key) == (8055, "0.0.0.0", "k")
+    assert config.adapters == [("one", tmp_path)] and config.adapters_dir is None
+    assert config.allow_runtime_lora and config.extra_args == ["--tensor-parallel-size", "2"]
+    default = config_from_args(build_parser().parse_args(["serve"]))
+    assert default.adapters_dir == settings().adapters_dir and default.host == "127.0.0.1"
+
+
+def test_serve_command_reports_a_busy_port(small_model: Path, capsys) -> None:
+    from qtune.cli import main
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        status = main(["serve", "--model", str(small_model), "--no-adapters", "--port", str(port)])
+    assert status == 2
+    assert f"port {port} is already in use" in capsys.readouterr().err
+
+
+def test_adapters_command_without_a_server_says_so(capsys) -> None:
+    from qtune.cli import main
+
+    status = main(["adapters", "--api-base", f"http://127.0.0.1:{_free_port()}/v1", "list"])
+    assert status == 2
+    assert "no server answers" in capsys.readouterr().err
+
+
 # ----- one real server ------------------------------------------------------------------
 def _shipped_adapters() -> list[tuple[str, Path]] | None:
     root = settings().adapters_dir
