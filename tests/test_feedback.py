@@ -172,3 +172,18 @@ def test_export_files(tmp_path):
     assert conversations[0]["messages"][1]["adapter_version"] == "abc123"
     assert {r["rating"] for r in read("ratings")} == {1, -1}
     assert [v["winner"] for v in read("votes")] == ["model_a", "model_b", "tie", "tie (bothbad)"]
+
+
+def test_cli_export_and_leaderboard(tmp_path, capsys):
+    from qtune.cli import main
+
+    db = tmp_path / "fb.db"
+    store = FeedbackStore(db)
+    for n, winner in enumerate(["model_a", "model_a", "model_b", "tie"]):
+        store.record_vote(make_vote(winner, n))
+    assert main(["feedback", "export", "--db", str(db), "--out", str(tmp_path / "out")]) == 0
+    assert "preferences.jsonl: 3 rows" in capsys.readouterr().out
+    assert len((tmp_path / "out" / "votes.jsonl").read_text().splitlines()) == 4
+    assert main(["feedback", "leaderboard", "--db", str(db), "--rounds", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "math-qwth" in printed and "math-lora" in printed

@@ -1,0 +1,110 @@
+"""UI logic without a browser: model names, adapter versions, an endpoint that is down,
+input checks, and a vote that survives a locked database (real SQLite, real HTTP client)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import warnings
+
+import gradio as gr
+import pytest
+from qtune.data.feedback import FeedbackStore, Vote
+from qtune.ui.app import CompareSession, QtuneUI, parse_auth
+from qtune.ui.endpoint import (
+    Endpoint,
+    EndpointError,
+    adapter_version,
+    default_pair,
+    parse_model,
+)
+from ui_fixtures import free_port
+
+
+def test_parse_model_names():
+    assert parse_model("smollm2-135m-instruct") == parse_model("smollm2-135m-instruct", None)
+    base = parse_model("smollm2-135m-instruct")
+    assert (base.method, base.assistant, base.label) == ("base", None, "base")
+    qwth = parse_model("math-qwth", "smollm2-135m-instruct")
+    assert (qwth.assistant, qwth.method, qwth.label) == ("math", "qwth", "quantum-tuned (QWTH)")
+    lora = parse_model("counselling-lora", "smollm2-135m-instruct")
+    assert (lora.assistant, lora.label) == ("counselling", "LoRA baseline")
+    other = parse_model("math-dora", "smollm2-135m-instruct")
+    assert (other.assistant, other.method, other.label) == ("math", "dora", "dora adapter")
+    assert base.serves("math") and base.serves("counselling")
+    assert qwth.serves("math") and not qwth.serves("counselling")
+
+
+def test_default_pair_prefers_qwth_vs_lora():
+    served = [parse_model("smollm2-135m-instruct"),
+              parse_model("math-lora", "b"), parse_model("math-qwth", "b"),
+              parse_model("counselling-lora", "b")]
+    assert default_pair(served, "math") == ("math-qwth", "math-lora")
+    assert default_pair(served, "counselling") == ("counselling-lora", "smollm2-135m-instruct")
+    assert default_pair(served[:1], "math") is None
+
+
+def test_adapter_version_is_weights_hash(tmp_path):
+    folder = tmp_path / "math-qwth"
+    folder.mkdir()
+    (folder / "adapter_model.safetensors").write_bytes(b"weights v1")
+    expected = hashlib.sha256(b"weights v1").hexdigest()[:12]
+    assert adapter_version("math-qwth", tmp_path) == expected
+    assert adapter_version("smollm2-135m-instruct", tmp_path) == "base"
+
+
+def test_endpoint_down_is_reported_plainly(tmp_path):
+    api_base = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    with pytest.raises(EndpointError, match="not reachable"):
+        Endpoint(api_base, timeout=2).models()
+    ui = QtuneUI(api_base=api_base, store=FeedbackStore(tmp_path / "fb.db"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # gr.Warning outside a request becomes a warning
+        chat, model_a, model_b, status = ui.refresh("math", "", "", "")
+    assert "not reachable" in status and api_base in status
+    assert chat == gr.update()  # the lists keep what they had
+
+
+def test_input_checks():
+    assert QtuneUI.check_input("  hi  ") == "hi"
+    with pytest.raises(gr.Error):
+        QtuneUI.check_input("   ")
+    with pytest.raises(gr.Error):
+        QtuneUI.check_input("x" * 5000)
+
+
+def test_parse_auth():
+    assert parse_auth("ann:secret:x") == ("ann", "secret:x")
+    assert parse_auth(None) is None
+    with pytest.raises(Exception, match="USER:PASSWORD"):
+        parse_auth("ann")
+
+
+def test_vote_kept_when_database_is_locked(tmp_path):
+    path = tmp_path / "fb.db"
+    store = FeedbackStore(path, busy_timeout=0.2, retries=2)
+    store.start_conversation("math", "compare", "c1")
+    ui = QtuneUI(api_base=f"http://127.0.0.1:{free_port()}/v1", store=store)
+    session = CompareSession(conversation_id="c1", assistant="math", left="math-qwth",
+                             right="math-lora")
+    session.pending_vote = Vote("c1", "math", "math-qwth", "math-lora", "tie", "p", "a", "b")
+
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            session, message, *buttons = ui.vote("model_b", "close call", session)[:6]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "not saved" in message and "locked" in message
+    assert session.pending_vote is not None  # kept for the retry
+    assert all(b["interactive"] for b in buttons)
+    assert store.votes() == []
+
+    session, message, *_ = ui.vote("model_b", "close call", session)
+    assert "saved" in message and session.pending_vote is None and session.revealed
+    (row,) = store.votes()
+    assert (row["winner"], row["comment"], row["model_b"]) == ("model_b", "close call",
+                                                               "math-lora")
