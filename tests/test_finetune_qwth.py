@@ -7,9 +7,6 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
-from qtune.errors import QtuneError
 from qtune.finetune.qwth import (
     QWTHConfig,
     QWTHModel,
@@ -28,6 +25,9 @@ from qtune.finetune.qwth.tensor import (
     tt_matrix_shape,
     tt_matrix_tensorly,
 )
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from qtune.errors import QtuneError
 
 SMOLLM2 = dict(
     vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
@@ -135,7 +135,7 @@ def test_export_is_exact_on_tiny_model(tiny_llama, input_ids, tmp_path):
     export_peft(model, tmp_path, "tiny-llama")
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 8 and config["lora_alpha"] == 16
-    assert config["target_modules"] == ["q_proj", "v_proj"]
+    assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]  # PEFT stores a set
     assert config["task_type"] == "CAUSAL_LM" and config["bias"] == "none"
     assert not config["use_rslora"] and not config["fan_in_fan_out"]
     assert config["modules_to_save"] is None
