@@ -54,8 +54,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed repeats (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--autocast", action="store_true", help="bf16 autocast, as training")
-    parser.add_argument("--qubits", type=int, nargs="+", default=[10, 12],
-                        help="circuit sizes to time")
+    parser.add_argument(
+        "--qubits", type=int, nargs="+", default=[10, 12], help="circuit sizes to time"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -71,13 +72,19 @@ def main() -> None:
             weights.zero_grad()
             (weights() * upstream).sum().backward()
 
-        print(f"circuit {n} qubits, lightning adjoint fwd+bwd: "
-              f"{timed(circuit_step, args.steps * 4) * 1e3:.1f} ms")
+        print(
+            f"circuit {n} qubits, lightning adjoint fwd+bwd: "
+            f"{timed(circuit_step, args.steps * 4) * 1e3:.1f} ms"
+        )
 
-    ids = torch.randint(0, 49152, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        0, 49152, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)
+    )
     qwth = get_qwth_model(load_base(), QWTHConfig())
-    print(f"QWTH trainable {qwth.num_trainable_parameters():,} vs LoRA "
-          f"{qwth.lora_parameter_count():,}")
+    print(
+        f"QWTH trainable {qwth.num_trainable_parameters():,} vs LoRA "
+        f"{qwth.lora_parameter_count():,}"
+    )
 
     def build_all(model=qwth):
         model.zero_grad()
@@ -87,13 +94,16 @@ def main() -> None:
     print(f"build all A/B incl. circuit, fwd+bwd: {timed(build_all, args.steps * 4) * 1e3:.1f} ms")
     qwth_step = timed(step_fn(qwth, ids, args.autocast), args.steps)
     del qwth, build_all
-    lora = get_peft_model(load_base(), LoraConfig(r=8, lora_alpha=16,
-                                                  target_modules=["q_proj", "v_proj"],
-                                                  task_type="CAUSAL_LM"))
+    lora = get_peft_model(
+        load_base(),
+        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
     lora_step = timed(step_fn(lora, ids, args.autocast), args.steps)
-    print(f"train step {args.batch}x{args.seq} (autocast={args.autocast}, threads={args.threads}): "
-          f"QWTH {qwth_step:.3f} s, LoRA {lora_step:.3f} s, overhead "
-          f"{(qwth_step - lora_step) * 1e3:.0f} ms ({qwth_step / lora_step - 1:+.1%})")
+    print(
+        f"train step {args.batch}x{args.seq} (autocast={args.autocast}, threads={args.threads}): "
+        f"QWTH {qwth_step:.3f} s, LoRA {lora_step:.3f} s, overhead "
+        f"{(qwth_step - lora_step) * 1e3:.0f} ms ({qwth_step / lora_step - 1:+.1%})"
+    )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _workloads(adapters: list[str], base: str) -> dict[str, list[str]]:
     """Workload name -> model name of each request slot (cycled)."""
-    return {"base": [base], f"adapter ({adapters[0]})": [adapters[0]],
-            f"mix of {len(adapters)} adapters": adapters}
+    return {
+        "base": [base],
+        f"adapter ({adapters[0]})": [adapters[0]],
+        f"mix of {len(adapters)} adapters": adapters,
+    }
 
 
 # ----- vLLM ------------------------------------------------------------------------------
@@ -72,8 +75,12 @@ async def _one_stream(client, model: str, question: str, max_tokens: int) -> tup
     first = None
     tokens = 0
     stream = await client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": question}], max_tokens=max_tokens,
-        temperature=0, stream=True, stream_options={"include_usage": True},
+        model=model,
+        messages=[{"role": "user", "content": question}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
         extra_body={"ignore_eos": True},
     )
     async for chunk in stream:
@@ -84,8 +91,9 @@ async def _one_stream(client, model: str, question: str, max_tokens: int) -> tup
     return first or (time.perf_counter() - start), tokens
 
 
-async def _vllm_load(api_base: str, api_key: str, models: list[str], concurrency: int,
-                     requests: int, max_tokens: int) -> tuple[float, list[float], int]:
+async def _vllm_load(
+    api_base: str, api_key: str, models: list[str], concurrency: int, requests: int, max_tokens: int
+) -> tuple[float, list[float], int]:
     import openai
 
     client = openai.AsyncOpenAI(base_url=api_base, api_key=api_key, max_retries=0, timeout=600)
@@ -93,8 +101,9 @@ async def _vllm_load(api_base: str, api_key: str, models: list[str], concurrency
 
     async def run(index: int) -> tuple[float, int]:
         async with gate:
-            return await _one_stream(client, models[index % len(models)],
-                                     QUESTIONS[index % len(QUESTIONS)], max_tokens)
+            return await _one_stream(
+                client, models[index % len(models)], QUESTIONS[index % len(QUESTIONS)], max_tokens
+            )
 
     start = time.perf_counter()
     results = await asyncio.gather(*(run(i) for i in range(requests)))
@@ -106,8 +115,14 @@ async def _vllm_load(api_base: str, api_key: str, models: list[str], concurrency
 def bench_vllm(args: argparse.Namespace, adapters: list[tuple[str, Path]]) -> list[Result]:
     from qtune.serve.server import ServeConfig, VLLMServer
 
-    config = ServeConfig(port=args.port, api_key="bench", adapters=adapters, adapters_dir=None,
-                         max_model_len=1024, log_path=Path(args.out).with_suffix(".vllm.log"))
+    config = ServeConfig(
+        port=args.port,
+        api_key="bench",
+        adapters=adapters,
+        adapters_dir=None,
+        max_model_len=1024,
+        log_path=Path(args.out).with_suffix(".vllm.log"),
+    )
     results = []
     with VLLMServer(config) as server:
         # Warm up every model once (the first request to an adapter loads it).
@@ -115,11 +130,28 @@ def bench_vllm(args: argparse.Namespace, adapters: list[tuple[str, Path]]) -> li
             asyncio.run(_vllm_load(server.api_base, "bench", [model], 1, 1, 4))
         for workload, models in _workloads([a for a, _ in adapters], server.base_name).items():
             for concurrency in args.concurrency:
-                elapsed, ttfts, tokens = asyncio.run(_vllm_load(
-                    server.api_base, "bench", models, concurrency, args.requests, args.max_tokens))
-                results.append(Result("vLLM", workload, concurrency, args.requests, tokens,
-                                      elapsed, 1000 * statistics.median(ttfts),
-                                      1000 * _percentile(ttfts, 0.9)))
+                elapsed, ttfts, tokens = asyncio.run(
+                    _vllm_load(
+                        server.api_base,
+                        "bench",
+                        models,
+                        concurrency,
+                        args.requests,
+                        args.max_tokens,
+                    )
+                )
+                results.append(
+                    Result(
+                        "vLLM",
+                        workload,
+                        concurrency,
+                        args.requests,
+                        tokens,
+                        elapsed,
+                        1000 * statistics.median(ttfts),
+                        1000 * _percentile(ttfts, 0.9),
+                    )
+                )
                 print(_row(results[-1]), flush=True)
     return results
 
@@ -168,8 +200,12 @@ def bench_transformers(args: argparse.Namespace, adapters: list[tuple[str, Path]
     for name, path in adapters[1:]:
         model.load_adapter(str(path), adapter_name=name)
     model.eval()
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                             add_generation_prompt=True) for q in QUESTIONS]
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
+        for q in QUESTIONS
+    ]
     results = []
     for workload, models in _workloads([a for a, _ in adapters], "__base__").items():
         for concurrency in args.concurrency:
@@ -177,66 +213,110 @@ def bench_transformers(args: argparse.Namespace, adapters: list[tuple[str, Path]
             start = time.perf_counter()
             for first in range(0, args.requests, concurrency):
                 rows = range(first, min(first + concurrency, args.requests))
-                batch = tokenizer([prompts[i % len(prompts)] for i in rows], return_tensors="pt",
-                                  padding=True, add_special_tokens=False)
+                batch = tokenizer(
+                    [prompts[i % len(prompts)] for i in rows],
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=False,
+                )
                 timer = _FirstTokenTimer()
                 batch_start = time.perf_counter()
                 with torch.no_grad(), _adapter_context(model, models):
-                    extra = ({"adapter_names": [models[i % len(models)] for i in rows]}
-                             if len(models) > 1 else {})
+                    extra = (
+                        {"adapter_names": [models[i % len(models)] for i in rows]}
+                        if len(models) > 1
+                        else {}
+                    )
                     output = model.generate(
-                        **batch, max_new_tokens=args.max_tokens, min_new_tokens=args.max_tokens,
-                        do_sample=False, pad_token_id=tokenizer.eos_token_id, streamer=timer,
-                        **extra)
+                        **batch,
+                        max_new_tokens=args.max_tokens,
+                        min_new_tokens=args.max_tokens,
+                        do_sample=False,
+                        pad_token_id=tokenizer.eos_token_id,
+                        streamer=timer,
+                        **extra,
+                    )
                 ttfts += [(timer.first or time.perf_counter()) - batch_start] * len(rows)
                 tokens += (output.shape[1] - batch["input_ids"].shape[1]) * len(rows)
             elapsed = time.perf_counter() - start
-            results.append(Result("transformers+PEFT", workload, concurrency, args.requests,
-                                  tokens, elapsed, 1000 * statistics.median(ttfts),
-                                  1000 * _percentile(ttfts, 0.9)))
+            results.append(
+                Result(
+                    "transformers+PEFT",
+                    workload,
+                    concurrency,
+                    args.requests,
+                    tokens,
+                    elapsed,
+                    1000 * statistics.median(ttfts),
+                    1000 * _percentile(ttfts, 0.9),
+                )
+            )
             print(_row(results[-1]), flush=True)
     return results
 
 
 # ----- report ----------------------------------------------------------------------------
-HEADER = ("| engine | workload | concurrency | tokens/s | TTFT median ms | TTFT p90 ms |\n"
-          "|---|---|---|---|---|---|")
+HEADER = (
+    "| engine | workload | concurrency | tokens/s | TTFT median ms | TTFT p90 ms |\n"
+    "|---|---|---|---|---|---|"
+)
 
 
 def _row(r: Result) -> str:
-    return (f"| {r.engine} | {r.workload} | {r.concurrency} | {r.tokens_per_s:.1f} | "
-            f"{r.ttft_median_ms:.0f} | {r.ttft_p90_ms:.0f} |")
+    return (
+        f"| {r.engine} | {r.workload} | {r.concurrency} | {r.tokens_per_s:.1f} | "
+        f"{r.ttft_median_ms:.0f} | {r.ttft_p90_ms:.0f} |"
+    )
 
 
 def _ratios(results: list[Result], top: int) -> list[str]:
     def find(engine: str, prefix: str, concurrency: int) -> Result | None:
-        return next((r for r in results if r.engine == engine and r.concurrency == concurrency
-                     and r.workload.startswith(prefix)), None)
+        return next(
+            (
+                r
+                for r in results
+                if r.engine == engine
+                and r.concurrency == concurrency
+                and r.workload.startswith(prefix)
+            ),
+            None,
+        )
 
     lines = []
     base, one, mix = (find("vLLM", p, top) for p in ("base", "adapter", "mix"))
     if base and one and mix:
-        lines.append(f"- vLLM at concurrency {top}: one adapter {one.tokens_per_s / base.tokens_per_s:.2f}x "
-                     f"the base's throughput, mixed adapters {mix.tokens_per_s / base.tokens_per_s:.2f}x.")
+        lines.append(
+            f"- vLLM at concurrency {top}: one adapter {one.tokens_per_s / base.tokens_per_s:.2f}x "
+            f"the base's throughput, mixed adapters {mix.tokens_per_s / base.tokens_per_s:.2f}x."
+        )
     for prefix in ("base", "adapter", "mix"):
         served, plain = find("vLLM", prefix, top), find("transformers+PEFT", prefix, top)
         if served and plain:
-            lines.append(f"- {served.workload}, concurrency {top}: vLLM "
-                         f"{served.tokens_per_s / plain.tokens_per_s:.2f}x transformers+PEFT "
-                         f"throughput.")
+            lines.append(
+                f"- {served.workload}, concurrency {top}: vLLM "
+                f"{served.tokens_per_s / plain.tokens_per_s:.2f}x transformers+PEFT "
+                f"throughput."
+            )
     return lines
 
 
 def write_report(results: list[Result], args: argparse.Namespace, adapters_note: str) -> str:
-    lines = [f"{args.requests} requests x {args.max_tokens} new tokens per setting; adapters: "
-             f"{adapters_note}.", "", HEADER, *(_row(r) for r in results), "",
-             *_ratios(results, max(args.concurrency))]
+    lines = [
+        f"{args.requests} requests x {args.max_tokens} new tokens per setting; adapters: "
+        f"{adapters_note}.",
+        "",
+        HEADER,
+        *(_row(r) for r in results),
+        "",
+        *_ratios(results, max(args.concurrency)),
+    ]
     text = "\n".join(lines) + "\n"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(
-        [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in results], indent=2) + "\n")
+    out.with_suffix(".json").write_text(
+        json.dumps([asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in results], indent=2) + "\n"
+    )
     return text
 
 
@@ -252,9 +332,22 @@ def _random_adapters(folder: Path, count: int = 2) -> list[tuple[str, Path]]:
     for index in range(count):
         torch.manual_seed(index)
         model = AutoModelForCausalLM.from_pretrained(resolve_model(None), dtype=torch.bfloat16)
-        peft_model = get_peft_model(model, LoraConfig(
-            r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                "gate_proj", "up_proj", "down_proj"]))
+        peft_model = get_peft_model(
+            model,
+            LoraConfig(
+                r=8,
+                lora_alpha=16,
+                target_modules=[
+                    "q_proj",
+                    "k_proj",
+                    "v_proj",
+                    "o_proj",
+                    "gate_proj",
+                    "up_proj",
+                    "down_proj",
+                ],
+            ),
+        )
         with torch.no_grad():
             for name, param in peft_model.named_parameters():
                 if "lora_B" in name:
@@ -266,17 +359,27 @@ def _random_adapters(folder: Path, count: int = 2) -> list[tuple[str, Path]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, help="markdown report path (JSON beside it)")
     parser.add_argument("--requests", type=int, default=16, help="requests per setting")
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16],
-                        help="requests in flight (vLLM) / batch size (transformers)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[1, 4, 16],
+        help="requests in flight (vLLM) / batch size (transformers)",
+    )
     parser.add_argument("--port", type=int, default=8011, help="port for the vLLM server")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for transformers")
-    parser.add_argument("--adapters", type=Path, default=None, help="folder of adapters "
-                        "(default: the shipped ones, else two random stand-ins)")
+    parser.add_argument(
+        "--adapters",
+        type=Path,
+        default=None,
+        help="folder of adapters (default: the shipped ones, else two random stand-ins)",
+    )
     parser.add_argument("--skip-transformers", action="store_true", help="vLLM only")
     args = parser.parse_args()
 

@@ -33,6 +33,7 @@ from qtune.config import DEFAULT_BASE_MODEL, PROJECT_ROOT, settings
 
 ASSISTANTS = ("math", "counselling")
 METHODS = ("lora", "qwth")
+METHOD_LABELS = {"lora": "LoRA", "qwth": "QWTH"}
 #: How many logged steps the "training loss at equal steps" averages (the log is noisy).
 LOSS_WINDOW = 10
 
@@ -175,7 +176,7 @@ def plot_loss_curves(facts: dict[str, AdapterFacts], path: Path) -> Path | None:
                     steps,
                     _moving_average(losses, LOSS_WINDOW),
                     color=colours[method],
-                    label=f"{method.upper()} train (mean of {LOSS_WINDOW})",
+                    label=f"{METHOD_LABELS[method]} train (mean of {LOSS_WINDOW})",
                 )
             held_out = adapter.eval_losses()
             if held_out:
@@ -183,7 +184,7 @@ def plot_loss_curves(facts: dict[str, AdapterFacts], path: Path) -> Path | None:
                     *zip(*held_out, strict=True),
                     "o--",
                     color=colours[method],
-                    label=f"{method.upper()} held-out",
+                    label=f"{METHOD_LABELS[method]} held-out",
                 )
         axis.set_title(f"{assistant} assistant")
         axis.set_xlabel("optimizer step")
@@ -291,7 +292,7 @@ def adapters_table(facts: dict[str, AdapterFacts]) -> list[str]:
         for method in METHODS:
             adapter = facts.get(adapter_name(assistant, method))
             if adapter is None:
-                lines.append(f"| {assistant} | {method.upper()} | not trained | | | | | | |")
+                lines.append(f"| {assistant} | {METHOD_LABELS[method]} | not trained | | | | | | |")
                 continue
             share = (
                 f"{100 * adapter.trainable / lora.trainable:.1f}%"
@@ -304,7 +305,7 @@ def adapters_table(facts: dict[str, AdapterFacts]) -> list[str]:
                 f"{_num(adapter.metrics.get('final_eval_loss'))}"
             )
             lines.append(
-                f"| {assistant} | {method.upper()} | {_int(adapter.trainable)} | {share} "
+                f"| {assistant} | {METHOD_LABELS[method]} | {_int(adapter.trainable)} | {share} "
                 f"| {_bytes(adapter.compact_bytes)} ({compact_where}) | {_bytes(adapter.peft_bytes)} "
                 f"| {_int(adapter.metrics.get('steps'))} | {_num(adapter.tokens_per_second, 0)} "
                 f"| {held_out} |"
@@ -391,10 +392,15 @@ def comparison_table(found: Sequence[Comparison]) -> list[str]:
         test = c.test
         if c.mcnemar is not None:
             test += f" (only A right {c.mcnemar.only_a}, only B right {c.mcnemar.only_b})"
-        lines.append(
-            f"| {c.task} | {c.metric} | {c.a} − {c.b} | {diff} | {test} | {c.p_value:.3g} |"
-        )
+        lines.append(f"| {c.task} | {c.metric} | {c.a} − {c.b} | {diff} | {test} | {_p(c)} |")
     return lines
+
+
+def _p(comparison: Comparison) -> str:
+    """p-value text; a bootstrap p of 0 only means "below the resampling resolution"."""
+    if comparison.p_value == 0 and comparison.mcnemar is None:
+        return f"< {1 / stats.DEFAULT_RESAMPLES:g}"
+    return f"{comparison.p_value:.3g}"
 
 
 def _find(found: Sequence[Comparison], task: str, metric: str, a: str, b: str) -> Comparison | None:
@@ -426,7 +432,11 @@ def claims_table(
         if equal:
             step, lora_loss, qwth_loss = equal
             gain = (lora_loss - qwth_loss) / lora_loss
-            parts.append(f"{assistant}: QWTH training loss {100 * gain:+.1f}% lower at step {step}")
+            direction = "lower" if gain > 0 else "higher"
+            parts.append(
+                f"{assistant}: QWTH training loss {abs(100 * gain):.1f}% {direction} than LoRA "
+                f"at step {step} ({qwth_loss:.3f} vs {lora_loss:.3f})"
+            )
             verdicts.append(gain > 0)
     if parts:
         verdict = (
@@ -449,10 +459,11 @@ def claims_table(
             if fewer > 0
             else "not reproduced: QWTH makes as many or more errors"
         )
-        p = f", paired bootstrap p={test.p_value:.3g}" if test else ""
+        p = f", paired bootstrap p {_p(test)}" if test else ""
         lines.append(
             f"| {SEED_CLAIMS['counselling']} | next-token error rate {evaluate.format_metric('error_rate', qwth_err)} "
-            f"(QWTH) vs {evaluate.format_metric('error_rate', lora_err)} (LoRA): {100 * fewer:+.1f}% fewer{p} "
+            f"(QWTH) vs {evaluate.format_metric('error_rate', lora_err)} (LoRA): "
+            f"{abs(100 * fewer):.1f}% {'fewer' if fewer > 0 else 'more'} errors{p} "
             f"| {verdict} |"
         )
 
@@ -467,12 +478,19 @@ def claims_table(
             if better
             else "not reproduced: QWTH is not more accurate than LoRA"
         )
-        p = f", McNemar p={test.p_value:.3g}" if test else ""
+        p = f", McNemar p {_p(test)}" if test else ""
         lines.append(
             f"| {SEED_CLAIMS['math']} | GSM8K accuracy LoRA {evaluate.format_metric('accuracy', lora_acc)} "
             f"→ QWTH {evaluate.format_metric('accuracy', qwth_acc)}{p} | {verdict} |"
         )
     return lines
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT)) + "/"
+    except ValueError:
+        return str(path)
 
 
 def write_report(
@@ -484,6 +502,7 @@ def write_report(
     command: str,
     plot: Path | None,
     evaluated: bool,
+    adapters_dir: Path,
 ) -> Path:
     math_n = {r.metrics["accuracy"].n for (t, _), r in results.items() if t == "math"}
     counsel_n = {
@@ -496,9 +515,17 @@ def write_report(
         if options.limit
         else "all 1,319 GSM8K test problems"
     )
+    pool = (
+        "the 117 CounselChat test answers"
+        if not options.best_only
+        else "the 39 CounselChat test questions, each with its most upvoted answer"
+    )
+    if options.counsel_dataset == "cpsycound":
+        pool = "the 158 CPsyCounD test dialogues (last counsellor turn)"
     counsel_text = (
-        f"{'the first ' + str(options.counsel_limit) + ' ' if options.counsel_limit else ''}"
-        f"CounselChat test {'answers (all 117)' if not options.best_only else 'questions with their most upvoted answer (39)'}"
+        f"the first {options.counsel_limit} of {pool}"
+        if options.counsel_limit
+        else f"all of {pool}"
     )
     lines = [
         "# Results: base model vs LoRA vs QWTH",
@@ -589,8 +616,10 @@ def write_report(
         "## Notes",
         "",
         "- Base model: SmolLM2-135M-Instruct (bf16 weights; served by vLLM on CPU).",
-        "- The adapters are those in `adapters/` when this report was written; their training "
-        "settings are in `configs/` and each adapter's README.md.",
+        f"- Adapters read from `{_shown_path(adapters_dir)}` when this report was written; their "
+        "training settings are in `configs/` and each adapter's README.md.",
+        '- "vs LoRA" / "vs base": difference in percentage points (pts) or in the '
+        "metric's unit, and in parentheses relative to the reference value.",
         "- Per-item results (model outputs, predictions) are cached under "
         "`$QTUNE_HOME/eval/`; rerunning the command reuses them and computes only missing items.",
         "",
@@ -631,7 +660,7 @@ def run(
         found = all_comparisons(results)
     command = "qtune " + " ".join(argv) if argv else "qtune bench"
     report = write_report(
-        output, facts, results, found, options, command, plot_path, evaluate_models
+        output, facts, results, found, options, command, plot_path, evaluate_models, adapters_dir
     )
     print(f"[bench] wrote {report}" + (f" and {plot_path}" if plot_path else ""), flush=True)
     if found:

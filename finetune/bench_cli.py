@@ -170,7 +170,7 @@ def _options(args: argparse.Namespace, tasks: tuple[str, ...]):  # -> EvalOption
         teacher_forced=not getattr(args, "no_teacher_forced", False),
         generate=not getattr(args, "no_generate", False),
         use_cache=not args.no_cache,
-        progress=sys.stderr.isatty(),
+        progress=True,
         adapters_dir=args.adapters_dir,
     )
 

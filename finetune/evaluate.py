@@ -247,9 +247,20 @@ def _finish(item: EvalItem, record: Record, cache: ResultCache, bar: Any) -> Rec
 def _progress_bar(total: int, done: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
+    import sys
+
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, desc=desc, unit="item", dynamic_ncols=True)
+    # In a log file (no terminal) a line every 30 s rather than a redrawn bar.
+    interactive = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        initial=done,
+        desc=desc,
+        unit="item",
+        dynamic_ncols=interactive,
+        mininterval=0.5 if interactive else 30.0,
+    )
 
 
 def cache_path(kind: str, dataset: str, split: str, model: str, fingerprint: str, tag: str) -> Path:
