@@ -42,4 +42,6 @@ def save_lora(model: PeftModel, folder: Path, base_model_name_or_path: str) -> N
     """
     for config in model.peft_config.values():
         config.base_model_name_or_path = base_model_name_or_path
-    model.save_pretrained(str(folder), safe_serialization=True)
+    # The embeddings are frozen, so there is nothing to save from them; saying so also
+    # stops PEFT from looking the base model up on the Hub.
+    model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)

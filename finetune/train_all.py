@@ -29,7 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder holding <name>.toml (default: the project's configs/)")
     parser.add_argument("--output-root", type=Path,
                         help="write adapters into OUTPUT_ROOT/<name> instead of the config's "
-                             "output (relative outputs are taken from the project root)")
+                             "output (a relative output in a config is taken from the project "
+                             "root)")
     parser.add_argument("--resume", action="store_true",
                         help="continue each run from its last checkpoint if it has one")
     return parser.parse_args(argv)

@@ -202,6 +202,24 @@ def test_shipped_configs_share_the_budget_per_task():
         assert {k: qwth[k] for k in shared} == {k: lora[k] for k in shared}
 
 
+def test_train_all_reads_the_shipped_configs(tmp_path):
+    sys.path.insert(0, str(REPO / "finetune"))
+    try:
+        import train_all
+    finally:
+        sys.path.pop(0)
+    args = train_all.parse_args(["--only", "math-lora", "--steps", "3"])
+    config = train_all.config_for("math-lora", args)
+    assert (config.method, config.steps, config.output) == ("lora", 3,
+                                                            str(REPO / "adapters" / "math-lora"))
+    args = train_all.parse_args(["--output-root", str(tmp_path), "--resume"])
+    config = train_all.config_for("counselling-qwth", args)
+    assert (config.output, config.resume, config.steps) == (str(tmp_path / "counselling-qwth"),
+                                                            True, 120)
+    with pytest.raises(SystemExit):
+        train_all.parse_args(["--only", "poetry-qwth"])
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--task", "poetry"], "unknown task 'poetry'"),
     (["--method", "dora"], "unknown method 'dora'"),
