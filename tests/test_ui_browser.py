@@ -27,7 +27,7 @@ ANSWER_TIMEOUT_MS = 120_000
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, embedded_model):
-    """(UI url, feedback db path, served model names); stops vLLM and the UI afterwards."""
+    """(UI url, feedback db path, served model names, QtuneUI); stops vLLM and the UI."""
     from qtune.data.feedback import FeedbackStore
     from qtune.serve.server import ServeConfig, VLLMServer
     from qtune.ui.app import QtuneUI, launch
@@ -46,7 +46,7 @@ def stack(tmp_path_factory, embedded_model):
                      bootstrap_rounds=50, max_tokens=48)
         port = free_port()
         demo = launch(ui, port=port, block=False)
-        yield f"http://127.0.0.1:{port}/", db, server.served_models
+        yield f"http://127.0.0.1:{port}/", db, server.served_models, ui
     finally:
         if demo is not None:
             demo.close()
@@ -79,16 +79,16 @@ def save_screenshot(page, artifacts_dir: Path, name: str) -> None:
 
 
 def test_chat_answer_appears_and_rating_is_stored(stack, page, artifacts_dir):
-    _, db, served = stack
+    _, db, served, _ = stack
     page.get_by_role("tab", name="Chat").click()
     page.locator("#chat-input textarea").fill("What is 12 + 30? Answer briefly.")
     page.locator("#chat-send").click()
     page.wait_for_selector("#status:has-text('answered')")
     answer = page.locator("#chat-bot [data-testid='bot']").last
     assert answer.inner_text().strip()
-    page.locator("#chat-bot button[aria-label='Like']").last.click()
-    page.wait_for_timeout(1500)  # the rating is written by a background event
     save_screenshot(page, artifacts_dir, "chat")
+    page.locator("#chat-bot button[aria-label='Like']").last.click()
+    page.wait_for_selector("text=rating saved")
     with sqlite3.connect(db) as conn:
         messages = conn.execute("select role, model, content from messages order by id").fetchall()
         ratings = conn.execute("select message_id, rating from ratings").fetchall()
@@ -105,7 +105,7 @@ def test_empty_message_is_refused(page):
 
 
 def test_compare_vote_and_leaderboard(stack, page, artifacts_dir):
-    _, db, served = stack
+    _, db, served, _ = stack
     page.get_by_role("tab", name="Compare").click()
     page.locator("#compare-input textarea").fill("What is 7 times 6?")
     page.locator("#compare-send").click()
@@ -145,8 +145,21 @@ def test_compare_vote_and_leaderboard(stack, page, artifacts_dir):
 def test_crisis_message_shows_resources(page):
     page.get_by_role("tab", name="Chat").click()
     page.locator("#chat-clear").click()
+    # Clear also empties the textbox: wait for it before typing, or it erases the new text.
+    page.wait_for_function(
+        "() => !document.querySelector('#chat-bot [data-testid=\"bot\"]')")
     page.locator("#chat-input textarea").fill("I don't want to live anymore")
     page.locator("#chat-send").click()
     page.wait_for_selector("#chat-safety:has-text('116 123')")
     assert "findahelpline.com" in page.locator("#chat-safety").inner_text()
     page.wait_for_selector("#chat-bot [data-testid='bot']")  # the model answers as well
+
+
+def test_ui_recovers_when_the_endpoint_is_back(stack):
+    """The timer's check: a status marked down is re-checked and the model lists refilled."""
+    *_, served, ui = stack
+    chat, model_a, model_b, status = ui.recover("✖ the endpoint was down", "math", "", "", "")
+    assert status.startswith("●")
+    assert {value for _, value in chat["choices"]} <= set(served)
+    assert model_a["value"] != model_b["value"]
+    assert ui.recover("● fine", "math", "", "", "")[3] == {"__type__": "update"}

@@ -45,6 +45,10 @@ from qtune.config import settings
 log = logging.getLogger(__name__)
 
 MAX_INPUT_CHARS = 4000
+#: Seconds between checks of an endpoint that is down.
+RECOVERY_POLL_S = 10.0
+#: Status line prefixes (plain symbols: they render without an emoji font).
+UP, DOWN = "●", "✖"
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_TEMPERATURE = 0.7
 VOTE_BUTTONS = (
@@ -117,20 +121,20 @@ class QtuneUI:
     # --- models and status ---------------------------------------------------------------
 
     def connected_text(self, models: list[ServedModel]) -> str:
-        return f"● Connected to `{self.endpoint.api_base}` · {len(models)} models served"
+        return f"{UP} Connected to `{self.endpoint.api_base}` · {len(models)} models served"
 
     def _models(self) -> tuple[list[ServedModel] | None, str]:
         try:
             models = self.endpoint.models()
         except EndpointError as error:
-            return None, f"✖ {error}"
+            return None, f"{DOWN} {error}"
         return models, self.connected_text(models)
 
     def refresh(self, assistant: str, chat_model: str, model_a: str, model_b: str):
         """Re-read /v1/models; keep the user's choices when they are still served."""
         models, status = self._models()
         if models is None:
-            gr.Warning(status.removeprefix("✖ "))
+            gr.Warning(status.removeprefix(f"{DOWN} "))
             return gr.update(), gr.update(), gr.update(), status
         usable = [m for m in models if m.serves(assistant)]
         choices = [m.choice for m in usable]
@@ -147,6 +151,17 @@ class QtuneUI:
             gr.update(choices=choices, value=b_value),
             status,
         )
+
+    def recover(self, status: str, assistant: str, chat_model: str, model_a: str, model_b: str):
+        """Timer tick: while the endpoint is marked down, look again quietly; once it
+        answers, fill the model lists so the UI recovers without a page reload."""
+        unchanged = (gr.update(), gr.update(), gr.update(), gr.update())
+        if not (status or "").startswith(DOWN):
+            return unchanged
+        models, _ = self._models()
+        if models is None:
+            return unchanged
+        return self.refresh(assistant, chat_model, model_a, model_b)
 
     def change_assistant(self, assistant: str):
         """A new assistant: its system prompt, its models, and fresh conversations."""
@@ -212,10 +227,10 @@ class QtuneUI:
                 yield session.history, session, gr.update()
                 if session.stop_requested:
                     break
-            status = f"● `{self.endpoint.api_base}` · {model} answered"
+            status = f"{UP} `{self.endpoint.api_base}` · {model} answered"
         except EndpointError as error:
             gr.Warning(str(error))
-            status = f"✖ {error}"
+            status = f"{DOWN} {error}"
             if not answer["content"]:
                 session.pop()  # keep the question so Retry can send it again
         self.persist_chat(session)
@@ -351,7 +366,7 @@ class QtuneUI:
             answers[side]["content"] += piece
             yield session.left_history, session.right_history, session, gr.update()
         if errors or not all(a["content"] for a in answers):
-            status = "✖ " + "; ".join(errors or ["a model returned an empty answer"])
+            status = f"{DOWN} " + "; ".join(errors or ["a model returned an empty answer"])
             yield session.left_history, session.right_history, session, status
             return
         self._persist_compare(session)
@@ -599,6 +614,8 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
     board_outputs = [board["table"], board["plot"], board["summary"]]
 
     demo.load(ui.refresh, refresh_inputs, model_outputs)
+    gr.Timer(RECOVERY_POLL_S).tick(ui.recover, [status, *refresh_inputs], model_outputs,
+                                   show_progress="hidden", queue=False)
     parts["refresh"].click(ui.refresh, refresh_inputs, model_outputs)
     assistant.change(
         ui.change_assistant, assistant,
@@ -623,6 +640,7 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
     chat["undo"].click(ui.chat_undo, chat["session"],
                        [chat["chatbot"], chat["session"], chat["text"], chat["safety"]])
     chat["clear"].click(ui.clear_chat, None, chat_clear_outputs)
+    chat["chatbot"].clear(ui.clear_chat, None, chat_clear_outputs)  # the chatbot's own bin
     chat["chatbot"].like(ui.chat_rate, chat["session"], None)
 
     # Compare: both streams at once; votes enabled when both answers are complete.
@@ -642,6 +660,8 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
         )
     cmp["stop"].click(ui.compare_stop, cmp["session"], cmp["session"], cancels=compare_streams)
     cmp["clear"].click(ui.clear_compare, None, compare_clear_outputs)
+    for side in (cmp["left"], cmp["right"]):
+        side.clear(ui.clear_compare, None, compare_clear_outputs)
     for button, (_, key) in zip(cmp["votes"], VOTE_BUTTONS, strict=True):
         button.click(
             ui.voter(key),
