@@ -15,6 +15,7 @@ Used by `qtune bench`; also runnable as ``python bench/run_comparison.py [--limi
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -218,12 +219,14 @@ def evaluate_all(
     with evaluate.served_endpoint(api_base, api_key, adapters_dir) as (base_url, key, served):
         client = evaluate.make_client(base_url, key)
         for assistant in ASSISTANTS:
-            models = [DEFAULT_BASE_MODEL] + [
-                adapter_name(assistant, m)
-                for m in METHODS
-                if adapter_name(assistant, m) in facts and adapter_name(assistant, m) in served
-            ]
-            task_options = EvalOptions(**{**options.__dict__, "tasks": (assistant,)})
+            models = [DEFAULT_BASE_MODEL]
+            for method in METHODS:
+                name = adapter_name(assistant, method)
+                if name in facts and name not in served:
+                    print(f"[bench] {name} is not served: left out", file=sys.stderr, flush=True)
+                elif name in facts:
+                    models.append(name)
+            task_options = dataclasses.replace(options, tasks=(assistant,))
             for model in models:
                 print(f"[bench] {assistant}: evaluating {model}", file=sys.stderr, flush=True)
                 results.update(evaluate.evaluate_models(client, [model], task_options))
