@@ -314,6 +314,10 @@ def adapter_dir_for(
 def make_client(api_base: str, api_key: str | None) -> Any:
     from openai import OpenAI
 
+    # One INFO line per request would bury the progress bar.
+    for name in ("httpx", "httpx2", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
     return OpenAI(
         base_url=api_base, api_key=api_key or "EMPTY", timeout=REQUEST_TIMEOUT_S, max_retries=2
     )
