@@ -93,7 +93,8 @@ def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
         "with loss)",
         f"- AdamW, peak lr {config.lr:g}, {config.warmup} warmup steps then cosine to "
         f"{config.min_lr_ratio:g} x peak, weight decay {config.weight_decay:g}, grad clip "
-        f"{config.grad_clip:g}, seed {config.seed}, {config.mixed_precision} autocast",
+        f"{config.grad_clip:g}, seed {config.seed}, "
+        f"{'bf16 autocast' if config.mixed_precision == 'bf16' else 'fp32'}",
         f"- Wall time {wall / 60:.1f} min ({metrics['seconds_per_step']:.2f} s/step) on "
         f"{metrics['machine']}",
         "",

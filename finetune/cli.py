@@ -66,12 +66,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--eval-batches", type=int, help="micro-batches in the held-out evaluation slice")
     add("--save-every", type=int, help="write a checkpoint every N steps (0: only at the end)")
     add("--max-train-examples", type=int, help="train on only the first N training examples")
-    add("--mixed-precision", help="bf16 (autocast, default) or no (fp32)")
+    add("--mixed-precision", help="auto (default: bf16 where the GPU/CPU runs it natively, else fp32), bf16 or no (fp32)")
     parser.set_defaults(func=_finetune)
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path | str) -> dict[str, Any]:
     import tomllib
+
+    path = Path(path)
 
     try:
         with path.open("rb") as handle:

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 TASKS = ("math", "counselling", "cpsycound")
 METHODS = ("qwth", "lora")
 QUANTUM_DEVICES = ("lightning.qubit", "default.qubit")
-MIXED_PRECISION = ("bf16", "no")
+MIXED_PRECISION = ("auto", "bf16", "no")
 #: Held-out split used for the evaluation loss (GSM8K has no official dev split; the
 #: data loader carves one out of train).
 EVAL_SPLITS = {"math": "dev", "counselling": "validation", "cpsycound": "test"}
@@ -85,7 +85,7 @@ class TrainConfig:
     output: str | None = None  # None: $QTUNE_HOME/runs/<task>-<method>
     resume: bool = False
     max_train_examples: int | None = None  # use only the first N training examples
-    mixed_precision: str = "bf16"
+    mixed_precision: str = "auto"  # auto: bf16 where the hardware runs it natively
     keep_checkpoint: bool = False  # keep <output>/checkpoint/ after a successful run
     # The adapter (shared by both methods: same rank, alpha and targets).
     r: int = 8
@@ -273,6 +273,28 @@ def eval_batches(records: list[dict], tokenizer, config: TrainConfig, rank: int,
 
 
 # ---------------------------------------------------------------------------- model
+
+
+def native_bf16() -> bool:
+    """True where bf16 matmuls run in hardware: a bf16-capable GPU, or a CPU with
+    AVX512-BF16 or AMX. Elsewhere (e.g. AVX2-only CPUs) torch emulates bf16 and a
+    training step is 10-40x slower than in fp32."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_mixed_precision(value: str) -> str:
+    """``auto`` becomes ``bf16`` where it is native and ``no`` (fp32) elsewhere."""
+    if value != "auto":
+        return value
+    chosen = "bf16" if native_bf16() else "no"
+    log.info("mixed precision auto: %s", "bf16" if chosen == "bf16" else "fp32 (no native bf16)")
+    return chosen
 
 
 def load_base_model(name_or_path: str, mixed_precision: str):
@@ -472,6 +494,8 @@ def train(config: TrainConfig,
     from qtune.model import resolve_model
 
     config.validate()
+    config = dataclasses.replace(config,
+                                 mixed_precision=resolve_mixed_precision(config.mixed_precision))
     output = config.output_dir
     check_writable(output)
     warn_if_launched_single_process()

@@ -215,7 +215,7 @@ def test_train_all_reads_the_shipped_configs(tmp_path):
     args = train_all.parse_args(["--output-root", str(tmp_path), "--resume"])
     config = train_all.config_for("counselling-qwth", args)
     assert (config.output, config.resume, config.steps) == (str(tmp_path / "counselling-qwth"),
-                                                            True, 120)
+                                                            True, 80)
     with pytest.raises(SystemExit):
         train_all.parse_args(["--only", "poetry-qwth"])
 
