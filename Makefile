@@ -29,8 +29,9 @@ test: setup  ## every test, the real-model, real-server and browser ones include
 test-fast: setup  ## the quick tests only (no real model, server or browser)
 	$(BIN)/python -m pytest -m "not slow and not browser" -q
 
-lint:  ## ruff
+lint:  ## ruff and hadolint (the Dockerfile)
 	$(BIN)/ruff check .
+	$(BIN)/hadolint Dockerfile
 
 finetune-all: setup  ## retrain the four shipped adapters (see configs/)
 	$(BIN)/python finetune/train_all.py

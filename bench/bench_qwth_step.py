@@ -1,109 +1,148 @@
-"""Quick timing of the QWTH adapter against a same-rank PEFT LoRA on the embedded model.
+"""Training step of a QWTH adapter against a same-rank PEFT LoRA on the embedded model.
 
-Measures (medians): the circuit forward+backward, building all A/B (forward+backward),
-and one AdamW training step of QWTH vs LoRA on a random batch.
+Each measurement runs in a fresh process (so each method's peak memory is its own), and the
+methods alternate (qwth, lora, qwth, lora, ...) so that drift in a shared machine's speed
+hits both alike. Each process loads the base model, wraps it, takes one warm-up AdamW step
+and then ``--steps`` timed steps on one fixed random batch, in the precision training uses
+(``auto``: bf16 only where the hardware runs it natively). Reports the median step time,
+training tokens/s, the peak RSS, and the QWTH overhead per step relative to LoRA.
 
-    python bench/bench_qwth_step.py --batch 2 --seq 128 --steps 5 [--threads 2] [--autocast]
+    python bench/bench_qwth_step.py                      # 4 x 256 tokens, 2 rounds x 3 steps
+    python bench/bench_qwth_step.py --batch 8 --rounds 3 --markdown
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
-import torch
+METHODS = ("qwth", "lora")
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4, help="sequences per step (default 4)")
+    parser.add_argument("--seq", type=int, default=256, help="tokens per sequence (default 256)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per process")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="processes per method, alternating (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "no"),
+                        help="as `qtune finetune --mixed-precision` (default auto)")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
 
 
-def load_base(dtype=torch.float32):
+def build_model(method: str, precision: str):
+    """The embedded base model with a rank-8 adapter on q_proj, v_proj (the shipped setup)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from qtune.finetune.qwth import QWTHConfig, get_qwth_model
     from transformers import AutoModelForCausalLM
 
     from qtune.model import prepare_embedded
 
-    return AutoModelForCausalLM.from_pretrained(prepare_embedded(), dtype=dtype)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(prepare_embedded(), dtype=dtype)
+    base.config.use_cache = False
+    if method == "qwth":
+        return get_qwth_model(base, QWTHConfig())
+    return get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                           task_type="CAUSAL_LM"))
 
 
-def step_fn(model, ids, autocast: bool):
+def worker(args: argparse.Namespace) -> dict:
+    """One process: warm-up step, then timed steps; the result as a dict."""
+    import torch
+    from qtune.finetune.train import resolve_mixed_precision
+
+    torch.set_num_threads(args.threads)
+    precision = resolve_mixed_precision(args.precision)
+    model = build_model(args.worker, precision)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=1e-4)
+    ids = torch.randint(0, 49152, (args.batch, args.seq),
+                        generator=torch.Generator().manual_seed(0))
 
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    def step() -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         optimiser.step()
         optimiser.zero_grad()
+        return time.perf_counter() - start
 
-    return step
+    step()  # warm-up: first-call allocations, circuit compilation
+    times = [step() for _ in range(args.steps)]
+    return {"method": args.worker, "times": times, "trainable": sum(p.numel() for p in params),
+            "precision": precision,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2, help="sequences per step")
-    parser.add_argument("--seq", type=int, default=128, help="tokens per sequence")
-    parser.add_argument("--steps", type=int, default=5, help="timed repeats (median reported)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--autocast", action="store_true", help="bf16 autocast, as training")
-    parser.add_argument(
-        "--qubits", type=int, nargs="+", default=[10, 12], help="circuit sizes to time"
-    )
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def run_worker(method: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--worker", method, "--batch", str(args.batch),
+               "--seq", str(args.seq), "--steps", str(args.steps), "--threads", str(args.threads),
+               "--precision", args.precision]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{method} worker failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
-    from peft import LoraConfig, get_peft_model
-    from qtune.finetune.qwth import QWTHConfig, get_qwth_model
-    from qtune.finetune.qwth.circuit import QuantumWeights
 
-    for n in args.qubits:
-        weights = QuantumWeights(n, 4, device="lightning.qubit")
-        upstream = torch.randn(2**n)
+def summarise(results: list[dict], args: argparse.Namespace) -> dict[str, dict]:
+    tokens = args.batch * args.seq
+    summary = {}
+    for method in METHODS:
+        mine = [r for r in results if r["method"] == method]
+        times = [t for r in mine for t in r["times"]]
+        median = statistics.median(times)
+        summary[method] = {"median_s": median, "min_s": min(times), "tokens_per_s": tokens / median,
+                           "peak_rss_mib": max(r["peak_rss_mib"] for r in mine),
+                           "trainable": mine[0]["trainable"], "precision": mine[0]["precision"],
+                           "n": len(times)}
+    return summary
 
-        def circuit_step(weights=weights, upstream=upstream):
-            weights.zero_grad()
-            (weights() * upstream).sum().backward()
 
-        print(
-            f"circuit {n} qubits, lightning adjoint fwd+bwd: "
-            f"{timed(circuit_step, args.steps * 4) * 1e3:.1f} ms"
-        )
+def report(summary: dict[str, dict], args: argparse.Namespace) -> str:
+    qwth, lora = summary["qwth"], summary["lora"]
+    overhead = qwth["median_s"] / lora["median_s"] - 1
+    lines = [f"batch {args.batch} x {args.seq} tokens, {args.threads} threads, "
+             f"precision {qwth['precision']}, {args.rounds} alternating processes per method x "
+             f"{args.steps} timed steps"]
+    if args.markdown:
+        lines += ["", "| method | trainable | step median (s) | step min (s) | tokens/s | "
+                      "peak RSS (MiB) | steps |", "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {m} | {s['trainable']:,} | {s['median_s']:.2f} | {s['min_s']:.2f} | "
+                  f"{s['tokens_per_s']:.0f} | {s['peak_rss_mib']:.0f} | {s['n']} |"
+                  for m, s in summary.items()]
+        lines.append("")
+    else:
+        lines += [f"{m}: {s['trainable']:,} trainable, step {s['median_s']:.3f} s median "
+                  f"({s['min_s']:.3f} min), {s['tokens_per_s']:.0f} tokens/s, peak RSS "
+                  f"{s['peak_rss_mib']:.0f} MiB" for m, s in summary.items()]
+    lines.append(f"QWTH overhead per step: {(qwth['median_s'] - lora['median_s']) * 1e3:+.0f} ms "
+                 f"({overhead:+.1%} of the LoRA step, medians)")
+    return "\n".join(lines)
 
-    ids = torch.randint(
-        0, 49152, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)
-    )
-    qwth = get_qwth_model(load_base(), QWTHConfig())
-    print(
-        f"QWTH trainable {qwth.num_trainable_parameters():,} vs LoRA "
-        f"{qwth.lora_parameter_count():,}"
-    )
 
-    def build_all(model=qwth):
-        model.zero_grad()
-        matrices = model._build_matrices()
-        sum(m.sum() for pair in matrices.values() for m in pair.values()).backward()
-
-    print(f"build all A/B incl. circuit, fwd+bwd: {timed(build_all, args.steps * 4) * 1e3:.1f} ms")
-    qwth_step = timed(step_fn(qwth, ids, args.autocast), args.steps)
-    del qwth, build_all
-    lora = get_peft_model(
-        load_base(),
-        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
-    )
-    lora_step = timed(step_fn(lora, ids, args.autocast), args.steps)
-    print(
-        f"train step {args.batch}x{args.seq} (autocast={args.autocast}, threads={args.threads}): "
-        f"QWTH {qwth_step:.3f} s, LoRA {lora_step:.3f} s, overhead "
-        f"{(qwth_step - lora_step) * 1e3:.0f} ms ({qwth_step / lora_step - 1:+.1%})"
-    )
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    results = []
+    for round_index in range(args.rounds):
+        for method in METHODS:
+            print(f"round {round_index + 1}/{args.rounds}: {method}", file=sys.stderr, flush=True)
+            results.append(run_worker(method, args))
+    print(report(summarise(results, args), args))
 
 
 if __name__ == "__main__":

