@@ -14,7 +14,7 @@ setup:  ## create .venv, install pinned packages, prepare the embedded model (id
 	scripts/setup.sh
 
 run: setup  ## set up if needed, then start vLLM + the web UI on the embedded model
-	$(BIN)/qtune up --host $(HOST)
+	$(BIN)/qtune up --host $(HOST) --api-host $(HOST)
 
 serve: setup  ## only the OpenAI-compatible endpoint
 	$(BIN)/qtune serve --host $(HOST)

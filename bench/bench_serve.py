@@ -60,6 +60,15 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def _record(engine: str, workload: str, concurrency: int, requests: int, tokens: int,
+            seconds: float, ttfts: list[float]) -> Result:
+    """A Result with TTFT median and p90 in ms, printed as its table row as it comes."""
+    result = Result(engine, workload, concurrency, requests, tokens, seconds,
+                    1000 * statistics.median(ttfts), 1000 * _percentile(ttfts, 0.9))
+    print(_row(result), flush=True)
+    return result
+
+
 def _workloads(adapters: list[str], base: str) -> dict[str, list[str]]:
     """Workload name -> model name of each request slot (cycled)."""
     return {
@@ -140,19 +149,8 @@ def bench_vllm(args: argparse.Namespace, adapters: list[tuple[str, Path]]) -> li
                         args.max_tokens,
                     )
                 )
-                results.append(
-                    Result(
-                        "vLLM",
-                        workload,
-                        concurrency,
-                        args.requests,
-                        tokens,
-                        elapsed,
-                        1000 * statistics.median(ttfts),
-                        1000 * _percentile(ttfts, 0.9),
-                    )
-                )
-                print(_row(results[-1]), flush=True)
+                results.append(_record("vLLM", workload, concurrency, args.requests, tokens,
+                                       elapsed, ttfts))
     return results
 
 
@@ -239,19 +237,8 @@ def bench_transformers(args: argparse.Namespace, adapters: list[tuple[str, Path]
                 ttfts += [(timer.first or time.perf_counter()) - batch_start] * len(rows)
                 tokens += (output.shape[1] - batch["input_ids"].shape[1]) * len(rows)
             elapsed = time.perf_counter() - start
-            results.append(
-                Result(
-                    "transformers+PEFT",
-                    workload,
-                    concurrency,
-                    args.requests,
-                    tokens,
-                    elapsed,
-                    1000 * statistics.median(ttfts),
-                    1000 * _percentile(ttfts, 0.9),
-                )
-            )
-            print(_row(results[-1]), flush=True)
+            results.append(_record("transformers+PEFT", workload, concurrency, args.requests,
+                                   tokens, elapsed, ttfts))
     return results
 
 

@@ -62,9 +62,11 @@ def _register_up(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=None,
                         help="base model folder or Hugging Face id (default: the embedded "
                              "SmolLM2-135M-Instruct)")
+    parser.add_argument("--api-host", default="127.0.0.1",
+                        help="address the vLLM API binds (default 127.0.0.1, this machine "
+                             "only; 0.0.0.0 opens it: set --api-key)")
     parser.add_argument("--api-port", type=int, default=None,
-                        help="port of the vLLM API (default 8000 or $QTUNE_PORT); it binds "
-                             "127.0.0.1")
+                        help="port of the vLLM API (default 8000 or $QTUNE_PORT)")
     parser.add_argument("--api-key", default=None,
                         help="protect the API with this key (default $QTUNE_API_KEY)")
     parser.add_argument("--adapters", type=Path, default=None, metavar="DIR",
@@ -127,7 +129,7 @@ def _up(args: argparse.Namespace) -> int:
     from qtune.config import settings
 
     auth = parse_auth(args.auth)
-    config = ServeConfig(model=args.model, host="127.0.0.1",
+    config = ServeConfig(model=args.model, host=args.api_host,
                          port=args.api_port or settings().api_port,
                          startup_timeout=args.startup_timeout)
     if args.api_key:
