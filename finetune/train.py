@@ -275,21 +275,10 @@ def eval_batches(records: list[dict], tokenizer, config: TrainConfig, rank: int,
 # ---------------------------------------------------------------------------- model
 
 
-def native_bf16() -> bool:
-    """True where bf16 matmuls run in hardware: a bf16-capable GPU, or a CPU with
-    AVX512-BF16 or AMX. Elsewhere (e.g. AVX2-only CPUs) torch emulates bf16 and a
-    training step is 10-40x slower than in fp32."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_mixed_precision(value: str) -> str:
     """``auto`` becomes ``bf16`` where it is native and ``no`` (fp32) elsewhere."""
+    from qtune.hardware import native_bf16
+
     if value != "auto":
         return value
     chosen = "bf16" if native_bf16() else "no"

@@ -84,6 +84,9 @@ class ServeConfig:
     max_lora_rank: int | None = None
     #: Served name of the base model (default: qtune.model.served_name).
     served_model_name: str | None = None
+    #: vLLM --dtype. "auto-hw": the model's bf16 where the GPU/CPU runs bf16 natively,
+    #: float32 on CPUs without AVX512-BF16/AMX (where emulated bf16 decodes ~2x slower).
+    dtype: str = "auto-hw"
     #: More vLLM arguments, passed through as they are (e.g. --tensor-parallel-size 2).
     extra_args: list[str] = field(default_factory=list)
     #: Where vLLM's output goes (default: $QTUNE_HOME/logs/vllm-PORT.log).
@@ -167,6 +170,15 @@ class VLLMServer:
     def health_url(self) -> str:
         return self.api_base.removesuffix("/v1") + "/health"
 
+    @property
+    def dtype(self) -> str:
+        """The --dtype vLLM computes in (see ServeConfig.dtype)."""
+        if self.config.dtype == "auto-hw":
+            from qtune.hardware import serving_dtype
+
+            return serving_dtype()
+        return self.config.dtype
+
     def lora_settings(self) -> tuple[int, int] | None:
         """(max_loras, max_lora_rank), or None when LoRA stays off."""
         if not self.adapters and not self.config.allow_runtime_lora:
@@ -188,6 +200,8 @@ class VLLMServer:
             "--port", str(cfg.port),
             "--max-model-len", str(cfg.max_model_len),
         ]
+        if not any(arg == "--dtype" or arg.startswith("--dtype=") for arg in cfg.extra_args):
+            argv += ["--dtype", self.dtype]
         lora = self.lora_settings()
         if lora is not None:
             max_loras, max_rank = lora

@@ -70,6 +70,24 @@ def test_command_with_adapters(tmp_path: Path, small_model: Path) -> None:
     assert server.api_base == "http://127.0.0.1:8123/v1"
 
 
+def test_dtype_follows_the_hardware_unless_given(small_model: Path, monkeypatch) -> None:
+    from qtune import hardware
+
+    def dtype_of(argv: list[str]) -> list[str]:
+        return [argv[i + 1] for i, arg in enumerate(argv) if arg == "--dtype"]
+
+    config = ServeConfig(model=str(small_model), adapters_dir=None)
+    monkeypatch.setattr(hardware, "has_nvidia_gpu", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert dtype_of(VLLMServer(config).command()) == ["float32"]
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert dtype_of(VLLMServer(config).command()) == ["auto"]
+    config.extra_args = ["--dtype=bfloat16"]
+    assert dtype_of(VLLMServer(config).command()) == []  # the user's choice wins
+    assert VLLMServer(ServeConfig(model=str(small_model), adapters_dir=None,
+                                  dtype="float16")).dtype == "float16"
+
+
 def test_command_without_adapters_has_no_lora(small_model: Path) -> None:
     server = VLLMServer(ServeConfig(model=str(small_model), adapters_dir=None, api_key=None))
     assert "--enable-lora" not in server.command()
@@ -211,7 +229,8 @@ def test_adapter_changes_the_greedy_output(client, server) -> None:
 
 @pytest.mark.slow
 def test_vllm_adapter_output_matches_transformers_peft(client, server) -> None:
-    """Faithful serving: vLLM's greedy tokens for an adapter = transformers + PEFT's (bf16)."""
+    """Faithful serving: vLLM's greedy tokens for an adapter = transformers + PEFT's, computed
+    in the same dtype."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -226,7 +245,8 @@ def test_vllm_adapter_output_matches_transformers_peft(client, server) -> None:
     served_ids = list(reply.choices[0].model_extra["token_ids"])
 
     torch.set_num_threads(1)
-    base = AutoModelForCausalLM.from_pretrained(server.model_path, dtype=torch.bfloat16)
+    dtype = torch.float32 if server.dtype == "float32" else torch.bfloat16  # as vLLM computes
+    base = AutoModelForCausalLM.from_pretrained(server.model_path, dtype=dtype)
     model = PeftModel.from_pretrained(base, str(adapter.path)).eval()
     with torch.no_grad():
         output = model.generate(torch.tensor([prompt_ids]), max_new_tokens=32, do_sample=False,
