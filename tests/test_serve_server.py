@@ -197,9 +197,19 @@ def client(server):
     return openai.OpenAI(base_url=server.api_base, api_key=API_KEY, max_retries=0)
 
 
-def _greedy(client, model: str, max_tokens: int = 24) -> str:
-    reply = client.chat.completions.create(model=model, messages=PROMPT, max_tokens=max_tokens,
-                                           temperature=0)
+#: A question from each assistant's domain: an adapter must change its own assistant's answers.
+TASK_PROMPTS = {
+    "math": [{"role": "user", "content": "Natalia sold clips to 48 of her friends in April, and "
+              "then she sold half as many clips in May. How many clips did Natalia sell "
+              "altogether in April and May?"}],
+    "counselling": [{"role": "user", "content": "I feel anxious all the time and I can't sleep "
+                     "before exams. What should I do?"}],
+}
+
+
+def _greedy(client, model: str, max_tokens: int = 24, messages: list | None = None) -> str:
+    reply = client.chat.completions.create(model=model, messages=messages or PROMPT,
+                                           max_tokens=max_tokens, temperature=0)
     return reply.choices[0].message.content
 
 
@@ -222,9 +232,10 @@ def test_chat_and_streaming_for_every_model(client, server) -> None:
 
 @pytest.mark.slow
 def test_adapter_changes_the_greedy_output(client, server) -> None:
-    base = _greedy(client, server.base_name)
     for adapter in server.adapters:
-        assert _greedy(client, adapter.name) != base, adapter.name
+        messages = TASK_PROMPTS.get(adapter.name.split("-")[0], PROMPT)
+        base = _greedy(client, server.base_name, max_tokens=48, messages=messages)
+        assert _greedy(client, adapter.name, max_tokens=48, messages=messages) != base, adapter.name
 
 
 @pytest.mark.slow
