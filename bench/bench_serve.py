@@ -193,7 +193,11 @@ def bench_transformers(args: argparse.Namespace, adapters: list[tuple[str, Path]
     torch.set_num_threads(args.threads)
     base_dir = resolve_model(None)
     tokenizer = AutoTokenizer.from_pretrained(base_dir, padding_side="left")
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16)
+    from qtune.hardware import native_bf16
+
+    # The same precision choice as the vLLM server: bf16 only where the hardware has it.
+    dtype = torch.bfloat16 if native_bf16() else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
     model = PeftModel.from_pretrained(base, str(adapters[0][1]), adapter_name=adapters[0][0])
     for name, path in adapters[1:]:
         model.load_adapter(str(path), adapter_name=name)
