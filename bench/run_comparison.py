@@ -151,6 +151,12 @@ def loss_at_equal_steps(
 # --------------------------------------------------------------------------- plot
 
 
+def _serving_dtype_words() -> str:
+    from qtune.hardware import serving_dtype
+
+    return "float32 (no native bf16 on this CPU)" if serving_dtype() == "float32" else "bf16"
+
+
 def plot_loss_curves(facts: dict[str, AdapterFacts], path: Path) -> Path | None:
     """LoRA vs QWTH training loss (moving average) and held-out loss, one panel per assistant."""
     import matplotlib
@@ -618,7 +624,8 @@ def write_report(
     lines += [
         "## Notes",
         "",
-        "- Base model: SmolLM2-135M-Instruct (bf16 weights; served by vLLM on CPU).",
+        "- Base model: SmolLM2-135M-Instruct (bf16 weights); vLLM computes in "
+        f"{_serving_dtype_words()} on this machine.",
         f"- Adapters read from `{_shown_path(adapters_dir)}` when this report was written; their "
         "training settings are in `configs/` and each adapter's README.md.",
         '- "vs LoRA" / "vs base": difference in percentage points (pts) or in the '
