@@ -45,6 +45,16 @@ SEED_CLAIMS = {
     "counselling": "15% fewer errors on mental-health counselling",
     "math": "math accuracy 68% -> 82%",
 }
+#: The same claims as numbers, so each verdict can say whether the size was reached too.
+SEED_GAINS = {"parameters": 0.76, "training": 0.084, "counselling": 0.15}
+
+
+def _size_words(gains: Sequence[float], claim: str) -> str:
+    """'as large as claimed' or 'smaller than claimed' for relative gains vs the seed's."""
+    claimed = SEED_GAINS[claim]
+    if all(g >= claimed for g in gains):
+        return f"at least the claimed {100 * claimed:g}%"
+    return f"smaller than the claimed {100 * claimed:g}%"
 
 
 def adapter_name(assistant: str, method: str) -> str:
@@ -430,10 +440,14 @@ def claims_table(
             shares.append((assistant, 1 - qwth.trainable / lora.trainable))
     if shares:
         text = "; ".join(f"{a}: {100 * s:.1f}% fewer" for a, s in shares)
-        verdict = "fewer parameters: yes" if all(s > 0 for _, s in shares) else "no"
+        verdict = (
+            f"reproduced: {_size_words([s for _, s in shares], 'parameters')}"
+            if all(s > 0 for _, s in shares)
+            else "not reproduced"
+        )
         lines.append(f"| {SEED_CLAIMS['parameters']} | {text} | {verdict} |")
 
-    parts, verdicts = [], []
+    parts, gains = [], []
     for assistant in ASSISTANTS:
         lora = facts.get(adapter_name(assistant, "lora"))
         qwth = facts.get(adapter_name(assistant, "qwth"))
@@ -446,13 +460,13 @@ def claims_table(
                 f"{assistant}: QWTH training loss {abs(100 * gain):.1f}% {direction} than LoRA "
                 f"at step {step} ({qwth_loss:.3f} vs {lora_loss:.3f})"
             )
-            verdicts.append(gain > 0)
+            gains.append(gain)
     if parts:
         verdict = (
-            "QWTH trains better"
-            if all(verdicts)
+            f"direction reproduced (lower loss), effect {_size_words(gains, 'training')}"
+            if all(g > 0 for g in gains)
             else "not reproduced: QWTH does not reach a lower training loss"
-            if not any(verdicts)
+            if not any(g > 0 for g in gains)
             else "mixed"
         )
         lines.append(f"| {SEED_CLAIMS['training']} | {'; '.join(parts)} | {verdict} |")
@@ -464,7 +478,9 @@ def claims_table(
         test = _find(found, "counselling", "error_rate", "counselling-qwth", "counselling-lora")
         significant = test is not None and test.p_value < 0.05
         verdict = (
-            "QWTH makes fewer errors" + ("" if significant else " (not significant)")
+            "direction reproduced (fewer errors"
+            + ("" if significant else ", not significant")
+            + f"), effect {_size_words([fewer], 'counselling')}"
             if fewer > 0
             else "not reproduced: QWTH makes as many or more errors"
         )
@@ -486,6 +502,7 @@ def claims_table(
             ("QWTH more accurate" + ("" if significant else " (not significant)"))
             if better
             else "not reproduced: QWTH is not more accurate than LoRA"
+            + ("" if significant else " (nor significantly less)")
         )
         p = f", McNemar p {_p(test)}" if test else ""
         lines.append(
@@ -500,6 +517,24 @@ def _shown_path(path: Path) -> str:
         return str(path.resolve().relative_to(PROJECT_ROOT)) + "/"
     except ValueError:
         return str(path)
+
+
+def budget_words(facts: dict[str, AdapterFacts]) -> str | None:
+    """How much each adapter was trained, from its metrics.json: the context for every verdict."""
+    parts = []
+    for name, fact in sorted(facts.items()):
+        m = fact.metrics
+        if m.get("steps") and m.get("tokens_seen"):
+            parts.append(
+                f"{name} {m['steps']} steps x {m.get('batch_size', '?')} x {m.get('seq_len', '?')} "
+                f"tokens ({int(m['tokens_seen']):,} tokens, {int(m.get('examples_seen', 0)):,} examples)"
+            )
+    if not parts:
+        return None
+    return (
+        "- Training budget: " + "; ".join(parts) + ". That is a small fraction of one epoch, "
+        "so these figures compare the methods early in training, not at convergence."
+    )
 
 
 def write_report(
@@ -632,8 +667,11 @@ def write_report(
         "metric's unit, and in parentheses relative to the reference value.",
         "- Per-item results (model outputs, predictions) are cached under "
         "`$QTUNE_HOME/eval/`; rerunning the command reuses them and computes only missing items.",
-        "",
     ]
+    budget = budget_words(facts)
+    if budget:
+        lines.append(budget)
+    lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return path
