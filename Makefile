@@ -1,5 +1,5 @@
 # qtune: every way to build, run and test the project goes through these targets.
-# The Dockerfile calls the same targets (see tests/test_packaging.py).
+# The Dockerfile calls the same targets (see tests/test_serve_packaging.py).
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
@@ -38,6 +38,11 @@ finetune-all: setup  ## retrain the four shipped adapters (see configs/)
 
 eval-all: setup  ## rebuild docs/results.md from the served adapters
 	$(BIN)/qtune bench
+
+bench:  ## the cost benchmarks behind docs/benchmarks.md (run on a quiet machine)
+	$(BIN)/python bench/bench_circuits.py --markdown
+	$(BIN)/python bench/bench_qwth_step.py --markdown
+	$(BIN)/python bench/bench_serve.py --out test-artifacts/bench-serve.md
 
 clean:  ## remove caches (not the venv or the prepared model)
 	rm -rf .pytest_cache .ruff_cache test-artifacts

@@ -131,6 +131,8 @@ def bench_vllm(args: argparse.Namespace, adapters: list[tuple[str, Path]]) -> li
         adapters_dir=None,
         max_model_len=1024,
         log_path=Path(args.out).with_suffix(".vllm.log"),
+        dtype=args.dtype,
+        cpu_threads_bind=args.threads_bind,
     )
     results = []
     with VLLMServer(config) as server:
@@ -294,7 +296,7 @@ def _ratios(results: list[Result], top: int) -> list[str]:
 def write_report(results: list[Result], args: argparse.Namespace, adapters_note: str) -> str:
     lines = [
         f"{args.requests} requests x {args.max_tokens} new tokens per setting; adapters: "
-        f"{adapters_note}.",
+        f"{adapters_note}; vLLM dtype {args.dtype}, CPU threads bind {args.threads_bind}.",
         "",
         HEADER,
         *(_row(r) for r in results),
@@ -372,6 +374,10 @@ def main() -> None:
         help="folder of adapters (default: the shipped ones, else two random stand-ins)",
     )
     parser.add_argument("--skip-transformers", action="store_true", help="vLLM only")
+    parser.add_argument("--dtype", default="auto-hw",
+                        help="vLLM --dtype (default auto-hw: bf16 only where the hardware has it)")
+    parser.add_argument("--threads-bind", default="auto",
+                        help="as `qtune serve --cpu-threads-bind` (default auto)")
     args = parser.parse_args()
 
     from qtune.serve.adapters import discover_adapters

@@ -57,8 +57,8 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kv-cache-gib", type=int, default=1,
                         help="CPU only: GiB of RAM for the KV cache (default 1)")
     parser.add_argument("--cpu-threads-bind", default="auto",
-                        help="CPU only: VLLM_CPU_OMP_THREADS_BIND, e.g. '0-6' (default auto: "
-                        "all cores but one)")
+                        help="CPU only: VLLM_CPU_OMP_THREADS_BIND, e.g. '0-6' (default auto: every "
+                        "core on machines of up to 4 cores, else all cores but one)")
     parser.add_argument("--allow-runtime-lora", action="store_true",
                         help="allow `qtune adapters load/unload` on this server (development)")
     parser.add_argument("--max-lora-rank", type=int, default=None,

@@ -75,8 +75,9 @@ class ServeConfig:
     #: CPU only: GiB of RAM for the KV cache (VLLM_CPU_KVCACHE_SPACE). 1 GiB holds
     #: ~23,000 tokens of the 135M model (30 layers x K,V x 3 heads x 64 x 2 bytes).
     kv_cache_gib: int = 1
-    #: CPU only: VLLM_CPU_OMP_THREADS_BIND. "auto" binds the engine's threads to all
-    #: cores but one, which is left to the API server (the right split on 2 cores).
+    #: CPU only: VLLM_CPU_OMP_THREADS_BIND. "auto": on small machines (at most
+    #: SMALL_MACHINE_CORES cores) every core, else vLLM's own auto (all cores but one,
+    #: left to the API server). See threads_bind().
     cpu_threads_bind: str = "auto"
     #: Allow /v1/load_lora_adapter and /v1/unload_lora_adapter (development use).
     allow_runtime_lora: bool = False
@@ -93,6 +94,26 @@ class ServeConfig:
     log_path: Path | None = None
     #: Seconds to wait for /health before giving up.
     startup_timeout: float = 600.0
+
+
+#: Up to this many usable cores, the engine gets all of them (see threads_bind).
+SMALL_MACHINE_CORES = 4
+
+
+def threads_bind(setting: str, cores: list[int] | None = None) -> str:
+    """The VLLM_CPU_OMP_THREADS_BIND value for a --cpu-threads-bind setting.
+
+    vLLM's own "auto" keeps one core free for the API server. On 2 cores that halves the
+    engine's compute: binding both cores gave 1.4x the tokens/s at concurrency 16 here
+    (bench/bench_serve.py, docs/benchmarks.md), because the API server mostly waits. On
+    bigger machines one reserved core costs little, so vLLM's choice stands.
+    """
+    if setting != "auto":
+        return setting
+    cores = sorted(cores if cores is not None else os.sched_getaffinity(0))
+    if len(cores) > SMALL_MACHINE_CORES:
+        return "auto"
+    return ",".join(str(c) for c in cores)
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -215,7 +236,7 @@ class VLLMServer:
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.config.kv_cache_gib))
-        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", self.config.cpu_threads_bind)
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", threads_bind(self.config.cpu_threads_bind))
         # vLLM reads its own variable; QTUNE_API_KEY is ours. Never pass it on argv (ps).
         env.pop("VLLM_API_KEY", None)
         if self.config.api_key:

@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from qtune.serve.server import ServeConfig, VLLMServer
+from qtune.serve.server import ServeConfig, VLLMServer, threads_bind
 from serve_fixtures import (
     SMALL_LLAMA,
     make_peft_adapter,
@@ -86,6 +86,19 @@ def test_dtype_follows_the_hardware_unless_given(small_model: Path, monkeypatch)
     assert dtype_of(VLLMServer(config).command()) == []  # the user's choice wins
     assert VLLMServer(ServeConfig(model=str(small_model), adapters_dir=None,
                                   dtype="float16")).dtype == "float16"
+
+
+def test_small_machines_give_the_engine_every_core(small_model: Path, monkeypatch) -> None:
+    assert threads_bind("auto", [0, 1]) == "0,1"
+    assert threads_bind("auto", [3, 1, 2, 0]) == "0,1,2,3"
+    assert threads_bind("auto", list(range(16))) == "auto"  # vLLM reserves one core
+    assert threads_bind("0-6", [0, 1]) == "0-6"  # the user's list wins
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    env = VLLMServer(ServeConfig(model=str(small_model), adapters_dir=None)).environment()
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == threads_bind("auto")
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # so does the environment's
+    env = VLLMServer(ServeConfig(model=str(small_model), adapters_dir=None)).environment()
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
 
 
 def test_command_without_adapters_has_no_lora(small_model: Path) -> None:
