@@ -86,7 +86,7 @@ class ServeConfig:
     #: Served name of the base model (default: qtune.model.served_name).
     served_model_name: str | None = None
     #: vLLM --dtype. "auto-hw": the model's bf16 where the GPU/CPU runs bf16 natively,
-    #: float32 on CPUs without AVX512-BF16/AMX (where emulated bf16 decodes ~2x slower).
+    #: float32 on CPUs without AVX512-BF16/AMX (emulated bf16 was 2.8x slower: docs/benchmarks.md).
     dtype: str = "auto-hw"
     #: More vLLM arguments, passed through as they are (e.g. --tensor-parallel-size 2).
     extra_args: list[str] = field(default_factory=list)
