@@ -74,6 +74,14 @@ class AdapterFacts:
     log: list[dict[str, float | None]] = field(default_factory=list)
 
     @property
+    def learning_rate(self) -> float | None:
+        """The peak learning rate from the adapter's training_config.json, if it has one."""
+        path = self.folder / "training_config.json"
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text()).get("lr")
+
+    @property
     def trainable(self) -> int | None:
         return self.metrics.get("trainable_parameters")
 
@@ -531,10 +539,17 @@ def budget_words(facts: dict[str, AdapterFacts]) -> str | None:
             )
     if not parts:
         return None
-    return (
+    text = (
         "- Training budget: " + "; ".join(parts) + ". That is a small fraction of one epoch, "
         "so these figures compare the methods early in training, not at convergence."
     )
+    rates = {name: fact.learning_rate for name, fact in sorted(facts.items()) if fact.learning_rate}
+    if len(set(rates.values())) > 1:
+        text += (
+            " Learning rates differ by method (" + ", ".join(f"{n} {lr:g}" for n, lr in rates.items())
+            + "): part of a loss difference may come from the rate rather than the method."
+        )
+    return text
 
 
 def write_report(

@@ -28,6 +28,8 @@ def _adapter(root: Path, name: str, trainable: int, losses: list[float], compact
         "final_eval_loss": losses[-1],
     }
     (folder / "metrics.json").write_text(json.dumps(metrics))
+    lr = 2e-3 if name.endswith("qwth") else 2e-4
+    (folder / "training_config.json").write_text(json.dumps({"lr": lr}))
     with (folder / "log.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "train_loss", "eval_loss", "lr", "seconds"])
@@ -55,3 +57,5 @@ def test_bench_report_from_adapter_files(tmp_path: Path, capsys: pytest.CaptureF
     assert f"| math | 3 | {mean_lora:.3f} | {mean_qwth:.3f} |" in report
     assert "not reproduced: QWTH does not reach a lower training loss" in report
     assert "No model evaluation in this run" in report
+    assert "math-lora 3 steps" in report
+    assert "Learning rates differ by method (math-lora 0.0002, math-qwth 0.002)" in report
