@@ -547,7 +547,8 @@ def budget_words(facts: dict[str, AdapterFacts]) -> str | None:
     if len(set(rates.values())) > 1:
         text += (
             " Learning rates differ by method (" + ", ".join(f"{n} {lr:g}" for n, lr in rates.items())
-            + "): part of a loss difference may come from the rate rather than the method."
+            + "): part of a loss difference may come from the rate rather than the method "
+            "(docs/ablations.md retrains LoRA at QWTH's rate)."
         )
     return text
 
