@@ -477,6 +477,9 @@ def claims_table(
             if not any(g > 0 for g in gains)
             else "mixed"
         )
+        rates = {fact.learning_rate for fact in facts.values() if fact.learning_rate}
+        if len(rates) > 1:
+            verdict += "; but the methods used different learning rates (see the notes)"
         lines.append(f"| {SEED_CLAIMS['training']} | {'; '.join(parts)} | {verdict} |")
 
     lora_err = _metric(results, "counselling", "counselling-lora", "error_rate")

@@ -56,6 +56,7 @@ def test_bench_report_from_adapter_files(tmp_path: Path, capsys: pytest.CaptureF
     mean_lora, mean_qwth = (2.0 + 1.5 + 1.0) / 3, (2.0 + 1.6 + 1.2) / 3
     assert f"| math | 3 | {mean_lora:.3f} | {mean_qwth:.3f} |" in report
     assert "not reproduced: QWTH does not reach a lower training loss" in report
+    assert "but the methods used different learning rates" in report
     assert "No model evaluation in this run" in report
     assert "math-lora 3 steps" in report
     assert "Learning rates differ by method (math-lora 0.0002, math-qwth 0.002)" in report
