@@ -50,7 +50,7 @@ SEED_GAINS = {"parameters": 0.76, "training": 0.084, "counselling": 0.15}
 
 
 def _size_words(gains: Sequence[float], claim: str) -> str:
-    """'as large as claimed' or 'smaller than claimed' for relative gains vs the seed's."""
+    """'at least the claimed X%' or 'smaller than the claimed X%' for relative gains."""
     claimed = SEED_GAINS[claim]
     if all(g >= claimed for g in gains):
         return f"at least the claimed {100 * claimed:g}%"
@@ -72,14 +72,8 @@ class AdapterFacts:
     folder: Path
     metrics: dict[str, Any] = field(default_factory=dict)
     log: list[dict[str, float | None]] = field(default_factory=list)
-
-    @property
-    def learning_rate(self) -> float | None:
-        """The peak learning rate from the adapter's training_config.json, if it has one."""
-        path = self.folder / "training_config.json"
-        if not path.is_file():
-            return None
-        return json.loads(path.read_text()).get("lr")
+    #: Peak learning rate from training_config.json (None when the folder has none).
+    learning_rate: float | None = None
 
     @property
     def trainable(self) -> int | None:
@@ -146,7 +140,17 @@ def read_adapter(folder: Path) -> AdapterFacts | None:
         return None
     metrics_path = folder / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    return AdapterFacts(folder.name, folder, metrics, read_log(folder / "log.csv"))
+    config_path = folder / "training_config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return AdapterFacts(
+        folder.name, folder, metrics, read_log(folder / "log.csv"), config.get("lr")
+    )
+
+
+def differing_learning_rates(facts: dict[str, AdapterFacts]) -> dict[str, float]:
+    """Each adapter's learning rate when they are not all the same, else an empty dict."""
+    rates = {name: f.learning_rate for name, f in sorted(facts.items()) if f.learning_rate}
+    return rates if len(set(rates.values())) > 1 else {}
 
 
 def loss_at_equal_steps(
@@ -477,8 +481,7 @@ def claims_table(
             if not any(g > 0 for g in gains)
             else "mixed"
         )
-        rates = {fact.learning_rate for fact in facts.values() if fact.learning_rate}
-        if len(rates) > 1:
+        if differing_learning_rates(facts):
             verdict += "; but the methods used different learning rates (see the notes)"
         lines.append(f"| {SEED_CLAIMS['training']} | {'; '.join(parts)} | {verdict} |")
 
@@ -546,8 +549,8 @@ def budget_words(facts: dict[str, AdapterFacts]) -> str | None:
         "- Training budget: " + "; ".join(parts) + ". That is a small fraction of one epoch, "
         "so these figures compare the methods early in training, not at convergence."
     )
-    rates = {name: fact.learning_rate for name, fact in sorted(facts.items()) if fact.learning_rate}
-    if len(set(rates.values())) > 1:
+    rates = differing_learning_rates(facts)
+    if rates:
         text += (
             " Learning rates differ by method (" + ", ".join(f"{n} {lr:g}" for n, lr in rates.items())
             + "): part of a loss difference may come from the rate rather than the method "

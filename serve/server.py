@@ -77,7 +77,7 @@ class ServeConfig:
     kv_cache_gib: int = 1
     #: CPU only: VLLM_CPU_OMP_THREADS_BIND. "auto": on small machines (at most
     #: SMALL_MACHINE_CORES cores) every core, else vLLM's own auto (all cores but one,
-    #: left to the API server). See threads_bind().
+    #: reserved for vLLM's scheduler process). See threads_bind().
     cpu_threads_bind: str = "auto"
     #: Allow /v1/load_lora_adapter and /v1/unload_lora_adapter (development use).
     allow_runtime_lora: bool = False
@@ -103,10 +103,10 @@ SMALL_MACHINE_CORES = 4
 def threads_bind(setting: str, cores: list[int] | None = None) -> str:
     """The VLLM_CPU_OMP_THREADS_BIND value for a --cpu-threads-bind setting.
 
-    vLLM's own "auto" keeps one core free for the API server. On 2 cores that halves the
-    engine's compute: binding both cores gave 1.4x the tokens/s at concurrency 16 here
-    (bench/bench_serve.py, docs/benchmarks.md), because the API server mostly waits. On
-    bigger machines one reserved core costs little, so vLLM's choice stands.
+    vLLM's own "auto" reserves one core for its scheduler process. On 2 cores that halves
+    the engine's compute: binding both cores gave 1.23x the base model's tokens/s at
+    concurrency 16 here (bench/bench_serve.py, docs/benchmarks.md#thread-binding-on-2-cores).
+    On bigger machines one reserved core costs little, so vLLM's choice stands.
     """
     if setting != "auto":
         return setting
