@@ -34,10 +34,10 @@ lint:  ## ruff and hadolint (the Dockerfile)
 	$(BIN)/hadolint Dockerfile
 
 finetune-all: setup  ## retrain the four shipped adapters (see configs/)
-	$(BIN)/python finetune/train_all.py
+	$(BIN)/qtune finetune --all
 
 eval-all: setup  ## rebuild docs/results.md from the served adapters
-	$(BIN)/qtune bench
+	$(BIN)/qtune report
 
 bench:  ## the cost benchmarks behind docs/benchmarks.md (run on a quiet machine)
 	$(BIN)/python bench/bench_circuits.py --markdown

@@ -28,11 +28,11 @@ from typing import Any, Literal
 
 from qtune.config import settings
 from qtune.errors import QtuneError
+from qtune.vocab import TASKS
 
 from .answers import normalize_number
 
 Task = Literal["math", "counselling", "cpsycound"]
-TASKS: tuple[str, ...] = ("math", "counselling", "cpsycound")
 
 #: Rows at the end of GSM8K train held out as its dev split.
 GSM8K_DEV_SIZE = 200

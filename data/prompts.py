@@ -17,16 +17,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from qtune.errors import QtuneError
+from qtune.vocab import ASSISTANTS, IGNORE_INDEX
 
 from .datasets import CounselExample, Dialogue, MathExample
 
-ASSISTANTS: tuple[str, ...] = ("math", "counselling")
-
 #: Which assistant each dataset task trains.
 TASK_ASSISTANT = {"math": "math", "counselling": "counselling", "cpsycound": "counselling"}
-
-#: The ignore index of PyTorch's cross-entropy: no loss on these positions.
-IGNORE_INDEX = -100
 
 # The training targets are GSM8K solutions without calculator notes: short working lines
 # followed by "#### N". The prompt asks for the same shape, and qtune.data.answers reads

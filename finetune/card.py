@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qtune import adapter_format as fmt
+
 if TYPE_CHECKING:
-    from qtune.finetune.train import TrainConfig
+    from qtune.finetune.config import TrainConfig
 
 TASK_DATA = {
     "math": "GSM8K grade-school maths word problems with worked solutions (MIT)",
@@ -29,18 +31,20 @@ def _size(n_bytes: int) -> str:
 
 
 def _method_text(config: TrainConfig) -> str:
-    targets = ", ".join(config.target_modules)
+    adapter = config.adapter
+    targets = ", ".join(adapter.target_modules)
     if config.method == "lora":
-        return (f"Plain LoRA (PEFT) of rank {config.r}, alpha {config.lora_alpha}, no dropout, "
+        return (f"Plain LoRA (PEFT) of rank {adapter.r}, alpha {adapter.lora_alpha}, no dropout, "
                 f"on {targets}: the baseline for the QWTH adapter trained with the same data, "
                 "schedule, steps and seed.")
-    shots = "exact probabilities" if config.shots is None else f"{config.shots} shots"
-    return (f"QWTH: rank-{config.r} LoRA factors (alpha {config.lora_alpha}) on {targets} whose "
-            f"matrices are tensor-train cores (TT rank {config.tt_rank}, {config.n_factors} "
-            f"factors) modulated by a {config.n_qubits}-qubit, {config.circuit_layers}-layer "
-            f"parameterised quantum circuit simulated with PennyLane `{config.device}` "
-            f"({shots}). Only the cores and circuit angles are trained; the dense LoRA "
-            "factors are generated from them and exported as a standard PEFT LoRA.")
+    shots = "exact probabilities" if adapter.shots is None else f"{adapter.shots} shots"
+    return (f"QWTH: rank-{adapter.r} LoRA factors (alpha {adapter.lora_alpha}) on {targets} "
+            f"whose matrices are tensor-train cores (TT rank {adapter.tt_rank}, "
+            f"{adapter.n_factors} factors) modulated by a {adapter.n_qubits}-qubit, "
+            f"{adapter.circuit_layers}-layer parameterised quantum circuit simulated with "
+            f"PennyLane `{adapter.device}` ({shots}). Only the cores and circuit angles are "
+            "trained; the dense LoRA factors are generated from them and exported as a "
+            "standard PEFT LoRA.")
 
 
 def _retrain_text(name: str) -> str:
@@ -48,9 +52,9 @@ def _retrain_text(name: str) -> str:
 
     if (PROJECT_ROOT / "configs" / f"{name}.toml").is_file():
         return (f"Retrain with `qtune finetune --config configs/{name}.toml` (all four shipped "
-                "adapters: `make finetune-all`); the exact settings are in "
-                "`training_config.json`.")
-    return "The exact settings of this run are in `training_config.json`."
+                "adapters: `qtune finetune --all`); the exact settings are in "
+                f"`{fmt.TRAINING_CONFIG_FILE}`.")
+    return f"The exact settings of this run are in `{fmt.TRAINING_CONFIG_FILE}`."
 
 
 def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
@@ -59,9 +63,9 @@ def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
     percent = metrics.get("percent_of_same_rank_lora")
     tokens = metrics["tokens_seen"]
     wall = metrics["wall_seconds"]
-    compact_note = ("the `qwth/` folder (cores + circuit angles; `qtune.finetune.qwth."
-                    "load_compact` rebuilds the adapter)" if config.method == "qwth"
-                    else "`adapter_model.safetensors`")
+    compact_note = (f"the `{fmt.QWTH_DIR}/` folder (cores + circuit angles; `qtune.finetune."
+                    "qwth.load_compact` rebuilds the adapter)" if config.method == "qwth"
+                    else f"`{fmt.PEFT_WEIGHTS_FILE}`")
     lines = [
         f"# {name}",
         "",
@@ -111,20 +115,22 @@ def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
         "",
         "## Size",
         "",
-        f"- Trainable parameters: {trainable:,}; a rank-{config.r} LoRA on the same layers has "
+        f"- Trainable parameters: {trainable:,}; a rank-{config.adapter.r} LoRA on the same "
+        "layers has "
         f"{reference:,} ({percent}% of it)." if percent is not None else
         f"- Trainable parameters: {trainable:,}.",
         f"- Compact form on disk: {_size(metrics['compact_bytes'])} in {compact_note}.",
-        f"- Exported PEFT LoRA (`adapter_model.safetensors`): {_size(metrics['peft_bytes'])}.",
+        f"- Exported PEFT LoRA (`{fmt.PEFT_WEIGHTS_FILE}`): {_size(metrics['peft_bytes'])}.",
         "",
         "## Serve",
         "",
-        "This folder is a PEFT LoRA folder (`adapter_config.json` + "
-        "`adapter_model.safetensors`), so vLLM loads it directly:",
+        f"This folder is a PEFT LoRA folder (`{fmt.PEFT_CONFIG_FILE}` + "
+        f"`{fmt.PEFT_WEIGHTS_FILE}`), so vLLM loads it directly:",
         "",
         "```bash",
         "python -m vllm.entrypoints.openai.api_server --model \"$(qtune model path)\" \\",
-        f"    --enable-lora --max-lora-rank {max(8, config.r)} --lora-modules {name}=<this folder>",
+        f"    --enable-lora --max-lora-rank {fmt.vllm_max_lora_rank([config.adapter.r])} "
+        f"--lora-modules {name}=<this folder>",
         "```",
         "",
         f"then ask for model `{name}`. With transformers: "
@@ -137,6 +143,6 @@ def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
 
 
 def write_card(folder: Path, config: TrainConfig, metrics: dict[str, Any]) -> Path:
-    path = folder / "README.md"
+    path = folder / fmt.CARD_FILE
     path.write_text(card_text(folder.name, config, metrics))
     return path

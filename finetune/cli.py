@@ -1,7 +1,9 @@
-"""`qtune finetune`: train a QWTH adapter or its LoRA baseline from a TOML config.
+"""`qtune finetune`: train a QWTH adapter or its LoRA baseline from a TOML config, or
+retrain every shipped adapter with ``--all``.
 
 Settings come from ``TrainConfig`` defaults, then the ``--config`` TOML file, then the
-command-line flags (flags win). Registration imports nothing heavy.
+command-line flags (flags win); the help shows the dataclass defaults, read from
+``qtune.finetune.config`` (no torch import: registration stays cheap).
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from qtune.errors import QtuneError
+from qtune.finetune.config import MIXED_PRECISION, TrainConfig
 
-# flag destination -> TrainConfig field
+from qtune.config import PROJECT_ROOT
+from qtune.errors import QtuneError
+from qtune.vocab import SHIPPED_ADAPTERS, TASKS
+
+# flag destination -> TrainConfig field (adapter fields are routed by TrainConfig.from_dict)
 FLAG_FIELDS = {
     "task": "task", "method": "method", "model": "base_model", "steps": "steps",
     "batch_size": "batch_size", "grad_accum": "grad_accum", "seq_len": "seq_len", "lr": "lr",
@@ -40,33 +46,63 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add = parser.add_argument
+    run, adapter = TrainConfig(), TrainConfig().adapter
+
+    def default(value: Any) -> str:
+        return f" (default: {value})"
+
     add("--config", type=Path, help="TOML file with the run's settings (e.g. configs/math-qwth.toml)")
-    add("--task", help="what to learn: math (GSM8K), counselling (CounselChat) or cpsycound")
-    add("--method", help="qwth (quantum/tensor-network adapter) or lora (PEFT baseline)")
+    add("--task", help="what to learn: " + ", ".join(TASKS) + default(run.task))
+    add("--method", help="qwth (quantum/tensor-network adapter) or lora (PEFT baseline)"
+        + default(run.method))
     add("--model", help="base model: Hugging Face id or local folder (default: embedded SmolLM2)")
-    add("--steps", type=int, help="number of optimizer steps")
-    add("--batch-size", type=int, help="examples per micro-batch on each process")
-    add("--grad-accum", type=int, help="micro-batches accumulated per optimizer step")
-    add("--seq-len", type=int, help="maximum tokens per example (longer ones are truncated)")
-    add("--lr", type=float, help="peak learning rate (linear warmup, then cosine decay)")
-    add("--warmup", type=int, help="warmup steps")
-    add("--rank", type=int, help="LoRA rank r of the adapter (both methods)")
-    add("--alpha", type=int, help="LoRA alpha (scaling alpha / r)")
-    add("--targets", help="comma-separated module names to adapt, e.g. q_proj,v_proj")
-    add("--qubits", type=int, help="QWTH: qubits of the parameterised circuit")
-    add("--circuit-layers", type=int, help="QWTH: entangling layers of the circuit")
-    add("--tt-rank", type=int, help="QWTH: tensor-train rank of the factor cores")
-    add("--device", help="QWTH: PennyLane simulator, lightning.qubit or default.qubit")
-    add("--shots", type=int, help="QWTH: measurement shots (default: exact probabilities)")
-    add("--seed", type=int, help="seed for initialisation and data order")
-    add("--output", help="output folder for the adapter, logs and checkpoints")
+    add("--steps", type=int, help="number of optimizer steps" + default(run.steps))
+    add("--batch-size", type=int, help="examples per micro-batch on each process"
+        + default(run.batch_size))
+    add("--grad-accum", type=int, help="micro-batches accumulated per optimizer step"
+        + default(run.grad_accum))
+    add("--seq-len", type=int, help="maximum tokens per example (longer ones are truncated)"
+        + default(run.seq_len))
+    add("--lr", type=float, help="peak learning rate (linear warmup, then cosine decay)"
+        + default(run.lr))
+    add("--warmup", type=int, help="warmup steps" + default(run.warmup))
+    add("--rank", type=int, help="LoRA rank r of the adapter (both methods)" + default(adapter.r))
+    add("--alpha", type=int, help="LoRA alpha (scaling alpha / r)" + default(adapter.lora_alpha))
+    add("--targets", help="comma-separated module names to adapt"
+        + default(",".join(adapter.target_modules)))
+    add("--qubits", type=int, help="QWTH: qubits of the parameterised circuit"
+        + default(adapter.n_qubits))
+    add("--circuit-layers", type=int, help="QWTH: entangling layers of the circuit"
+        + default(adapter.circuit_layers))
+    add("--tt-rank", type=int, help="QWTH: tensor-train rank of the factor cores"
+        + default(adapter.tt_rank))
+    add("--device", help="QWTH: any installed PennyLane device, e.g. lightning.qubit, "
+        "default.qubit, lightning.gpu or a hardware plugin" + default(adapter.device))
+    add("--shots", type=int, help="QWTH: measurement shots for sampling devices (differentiated "
+        "by parameter shift; default: exact probabilities)")
+    add("--seed", type=int, help="seed for initialisation and data order" + default(run.seed))
+    add("--output", help="output folder for the adapter, logs and checkpoints "
+        "(default: $QTUNE_RUNS_DIR/<task>-<method>)")
     add("--resume", action="store_true", default=None,
         help="continue from the last checkpoint in the output folder")
-    add("--eval-every", type=int, help="evaluate the held-out loss every N steps (0: start/end)")
-    add("--eval-batches", type=int, help="micro-batches in the held-out evaluation slice")
-    add("--save-every", type=int, help="write a checkpoint every N steps (0: only at the end)")
+    add("--eval-every", type=int, help="evaluate the held-out loss every N steps (0: start/end)"
+        + default(run.eval_every))
+    add("--eval-batches", type=int, help="micro-batches in the held-out evaluation slice"
+        + default(run.eval_batches))
+    add("--save-every", type=int, help="write a checkpoint every N steps (0: only at the end)"
+        + default(run.save_every))
     add("--max-train-examples", type=int, help="train on only the first N training examples")
-    add("--mixed-precision", help="auto (default: bf16 where the GPU/CPU runs it natively, else fp32), bf16 or no (fp32)")
+    add("--mixed-precision", help=f"one of {', '.join(MIXED_PRECISION)}; auto: bf16 where the GPU/CPU runs it natively, else fp32; bf16; no (fp32)"
+        + default(run.mixed_precision))
+    shipped = parser.add_argument_group(
+        "the shipped adapters",
+        "--all retrains " + ", ".join(SHIPPED_ADAPTERS) + " from configs/<name>.toml, one "
+        "after another; --steps and --resume apply to each run")
+    shipped.add_argument("--all", action="store_true", help="retrain every shipped adapter")
+    shipped.add_argument("--only", action="append", choices=SHIPPED_ADAPTERS, metavar="NAME",
+                         help="with --all: only this adapter (repeatable)")
+    shipped.add_argument("--output-root", type=Path,
+                         help="with --all: write into OUTPUT_ROOT/<name> instead of adapters/")
     parser.set_defaults(func=_finetune)
 
 
@@ -84,11 +120,14 @@ def read_toml(path: Path | str) -> dict[str, Any]:
         raise QtuneError(f"config file {path} is not valid TOML: {error}") from error
 
 
-def build_config(args: argparse.Namespace):  # -> TrainConfig
-    """Defaults, then the TOML file, then the flags that were given."""
-    from qtune.finetune.train import TrainConfig
-
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the TOML file, then the flags that were given; validated."""
     values: dict[str, Any] = read_toml(args.config) if args.config else {}
+    return TrainConfig.from_dict({**values, **_flag_values(args)}).validate()
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    values = {}
     for flag, field_name in FLAG_FIELDS.items():
         value = getattr(args, flag, None)
         if value is None:
@@ -96,12 +135,29 @@ def build_config(args: argparse.Namespace):  # -> TrainConfig
         if flag == "targets":
             value = tuple(t.strip() for t in value.split(",") if t.strip())
         values[field_name] = value
-    config = TrainConfig.from_dict(values)
-    config.validate()
-    return config
+    return values
+
+
+def shipped_config(name: str, steps: int | None = None, output_root: Path | None = None,
+                   resume: bool = False) -> TrainConfig:
+    """The run that produced shipped adapter ``name``: configs/<name>.toml, written to
+    adapters/<name> (or OUTPUT_ROOT/<name>), optionally shortened or resumed."""
+    if name not in SHIPPED_ADAPTERS:
+        raise QtuneError(f"{name!r} is not a shipped adapter: {', '.join(SHIPPED_ADAPTERS)}")
+    values = read_toml(PROJECT_ROOT / "configs" / f"{name}.toml")
+    output = Path(values.get("output") or f"adapters/{name}")
+    values["output"] = str(output_root / name if output_root
+                           else output if output.is_absolute() else PROJECT_ROOT / output)
+    if steps:
+        values["steps"] = steps
+    if resume:
+        values["resume"] = True
+    return TrainConfig.from_dict(values).validate()
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    if args.all or args.only or args.output_root:
+        return _finetune_shipped(args)
     from qtune.finetune.train import train
 
     config = build_config(args)
@@ -110,4 +166,32 @@ def _finetune(args: argparse.Namespace) -> int:
     print(f"final eval loss {metrics['final_eval_loss']:.4f} "
           f"(before training {metrics['initial_eval_loss']:.4f}); "
           f"{metrics['trainable_parameters']:,} trainable parameters")
+    return 0
+
+
+def _finetune_shipped(args: argparse.Namespace) -> int:
+    """``--all``: every shipped adapter (or those named by --only), one after another."""
+    import time
+
+    from qtune.finetune.train import train
+
+    if not args.all:
+        raise QtuneError("--only and --output-root go with --all")
+    others = sorted(set(_flag_values(args)) - {"steps", "resume"})
+    if args.config or others:
+        raise QtuneError("--all retrains the shipped configs as they are: only --steps, "
+                         "--resume, --only and --output-root apply")
+    # Check every config before the first (long) run starts.
+    configs = {name: shipped_config(name, args.steps, args.output_root, bool(args.resume))
+               for name in args.only or SHIPPED_ADAPTERS}
+    summary = []
+    for name, config in configs.items():
+        started = time.perf_counter()
+        metrics = train(config)
+        summary.append((name, metrics, time.perf_counter() - started))
+    for name, metrics, seconds in summary:
+        print(f"{name}: eval loss {metrics['initial_eval_loss']:.4f} -> "
+              f"{metrics['final_eval_loss']:.4f}, train loss (last 10) "
+              f"{metrics['final_train_loss_mean10']:.4f}, {metrics['trainable_parameters']:,} "
+              f"trainable, {seconds / 60:.1f} min")
     return 0

@@ -19,260 +19,40 @@ process takes its own micro-batches; only the main process writes logs and check
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import logging
 import math
 import os
-import platform
-import random
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
+from qtune.finetune.batches import Batch, ExampleStream, eval_batches, load_records
+from qtune.finetune.checkpoint import (
+    RunState,
+    atomic_save,
+    checkpoint_path,
+    load_checkpoint,
+    rng_state,
+    trainable_parameters,
+)
+from qtune.finetune.config import TrainConfig
+from qtune.finetune.outputs import run_metrics, write_outputs
 
-from qtune.config import DEFAULT_BASE_MODEL, DEFAULT_BASE_MODEL_HF_ID, settings
+from qtune import adapter_format as fmt
+from qtune.config import DEFAULT_BASE_MODEL, DEFAULT_BASE_MODEL_HF_ID
 from qtune.errors import QtuneError
+from qtune.vocab import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
-TASKS = ("math", "counselling", "cpsycound")
-METHODS = ("qwth", "lora")
-QUANTUM_DEVICES = ("lightning.qubit", "default.qubit")
-MIXED_PRECISION = ("auto", "bf16", "no")
-#: Held-out split used for the evaluation loss (GSM8K has no official dev split; the
-#: data loader carves one out of train).
-EVAL_SPLITS = {"math": "dev", "counselling": "validation", "cpsycound": "test"}
-#: The evaluation slice is drawn with its own fixed seed so that every run (any method,
-#: any training seed) is scored on the same examples.
-EVAL_SAMPLE_SEED = 1234
-CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_FILE = "last.pt"
-LOG_FIELDS = ("step", "train_loss", "eval_loss", "lr", "seconds")
-# Fields that may change between a run and its resumption without changing its result.
-RESUME_FREE_FIELDS = {"output", "resume", "eval_every", "save_every", "keep_checkpoint"}
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a fine-tuning run (TOML keys use these names)."""
-
-    task: str = "math"
-    method: str = "qwth"
-    base_model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
-    steps: int = 120
-    batch_size: int = 8
-    grad_accum: int = 1
-    seq_len: int = 256
-    lr: float = 2e-4
-    warmup: int = 10
-    min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    eval_every: int = 20  # 0: evaluate only at the start and the end
-    eval_batches: int = 4
-    save_every: int = 20  # 0: checkpoint only at the end
-    seed: int = 0
-    output: str | None = None  # None: $QTUNE_HOME/runs/<task>-<method>
-    resume: bool = False
-    max_train_examples: int | None = None  # use only the first N training examples
-    mixed_precision: str = "auto"  # auto: bf16 where the hardware runs it natively
-    keep_checkpoint: bool = False  # keep <output>/checkpoint/ after a successful run
-    # The adapter (shared by both methods: same rank, alpha and targets).
-    r: int = 8
-    lora_alpha: int = 16
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    # QWTH only.
-    tt_rank: int = 4
-    n_factors: int = 3
-    n_qubits: int = 10
-    circuit_layers: int = 4
-    device: str = "lightning.qubit"
-    diff_method: str = "auto"
-    shots: int | None = None
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise QtuneError(
-                f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        values = dict(values)
-        if "target_modules" in values:
-            values["target_modules"] = tuple(values["target_modules"])
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["target_modules"] = list(self.target_modules)
-        return data
-
-    @property
-    def output_dir(self) -> Path:
-        if self.output:
-            return Path(self.output).expanduser()
-        return settings().runs_dir / f"{self.task}-{self.method}"
-
-    @property
-    def eval_split(self) -> str:
-        return EVAL_SPLITS[self.task]
-
-    def validate(self) -> None:
-        """Raise QtuneError naming the first bad setting."""
-        choices = {"task": TASKS, "method": METHODS, "device": QUANTUM_DEVICES,
-                   "mixed_precision": MIXED_PRECISION}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise QtuneError(
-                    f"unknown {name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}"
-                )
-        positive = ("steps", "batch_size", "grad_accum", "seq_len", "eval_batches", "r",
-                    "lora_alpha", "tt_rank", "n_factors", "n_qubits", "circuit_layers")
-        for name in positive:
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise QtuneError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("warmup", "eval_every", "save_every"):
-            if getattr(self, name) < 0:
-                raise QtuneError(f"{name} must be 0 or more, got {getattr(self, name)!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise QtuneError(f"lr must be a positive number, got {self.lr!r}")
-        if self.seq_len < 16:
-            raise QtuneError(f"seq_len {self.seq_len} is too short to hold a prompt and answer")
-        if self.max_train_examples is not None and self.max_train_examples < 1:
-            raise QtuneError("max_train_examples must be a positive integer (or unset)")
-        if self.shots is not None and self.shots < 1:
-            raise QtuneError("shots must be a positive integer, or unset for exact probabilities")
-        if not self.target_modules:
-            raise QtuneError("target_modules is empty: name the linear layers to adapt")
-
-    def qwth_config(self):  # -> QWTHConfig (imported lazily: the LoRA path does not need it)
-        from qtune.finetune.qwth import QWTHConfig
-
-        return QWTHConfig(
-            r=self.r, lora_alpha=self.lora_alpha, target_modules=tuple(self.target_modules),
-            tt_rank=self.tt_rank, n_factors=self.n_factors, n_qubits=self.n_qubits,
-            circuit_layers=self.circuit_layers, device=self.device,
-            diff_method=self.diff_method, shots=self.shots, seed=self.seed,
-        )
-
-
-# ---------------------------------------------------------------------------- data
-
-
-def load_records(task: str, split: str) -> list[dict]:
-    """The task's records, with a clear error when the dataset is missing."""
-    from qtune.data.datasets import load_task
-
-    try:
-        records = list(load_task(task, split))
-    except (FileNotFoundError, OSError) as error:
-        raise QtuneError(
-            f"cannot load the {task} {split} split: {error}. Set QTUNE_DATA_DIR to the "
-            "datasets folder (see `qtune data --help`)."
-        ) from error
-    if not records:
-        raise QtuneError(f"the {task} {split} split is empty")
-    return records
-
-
-@dataclass
-class Batch:
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    labels: torch.Tensor
-
-    @property
-    def label_tokens(self) -> int:
-        """Tokens that carry loss (the label of position t is predicted from t-1)."""
-        return int((self.labels[:, 1:] != -100).sum())
-
-    def to(self, device: torch.device) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device),
-                     self.labels.to(device))
-
-
-def collate(examples: list[dict], pad_id: int) -> Batch:
-    """Right-pad one micro-batch to its longest example (labels padded with -100)."""
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example["input_ids"])
-        ids[row, :n] = torch.tensor(example["input_ids"])
-        mask[row, :n] = 1
-        labels[row, :n] = torch.tensor(example["labels"])
-    return Batch(ids, mask, labels)
-
-
-class ExampleStream:
-    """Training examples in a seeded order that depends only on (seed, position).
-
-    The stream concatenates one permutation of the split per epoch. Optimizer step
-    ``s`` consumes ``batch_size * grad_accum * world`` consecutive positions; process
-    ``rank`` takes its own micro-batches among them. Tokenisation happens on first use.
-    """
-
-    def __init__(self, task: str, records: list[dict], tokenizer, config: TrainConfig):
-        self.task, self.records, self.tokenizer, self.config = task, records, tokenizer, config
-        self._permutations: dict[int, list[int]] = {}
-        self._tokenized: dict[int, dict] = {}
-
-    def _index(self, position: int) -> int:
-        epoch, offset = divmod(position, len(self.records))
-        if epoch not in self._permutations:
-            generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-            self._permutations[epoch] = torch.randperm(len(self.records), generator=generator).tolist()
-        return self._permutations[epoch][offset]
-
-    def tokenized(self, index: int) -> dict:
-        if index not in self._tokenized:
-            self._tokenized[index] = tokenize_record(
-                self.tokenizer, self.task, self.records[index], self.config.seq_len
-            )
-        return self._tokenized[index]
-
-    def micro_batch(self, step: int, micro: int, rank: int, world: int) -> Batch:
-        size = self.config.batch_size
-        start = step * size * self.config.grad_accum * world + (micro * world + rank) * size
-        examples = [self.tokenized(self._index(p)) for p in range(start, start + size)]
-        return collate(examples, pad_token_id(self.tokenizer))
-
-
-def tokenize_record(tokenizer, task: str, record: dict, seq_len: int) -> dict:
-    from qtune.data.prompts import example_messages, tokenize_for_training
-
-    return tokenize_for_training(tokenizer, example_messages(task, record), seq_len)
-
-
-def pad_token_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def eval_batches(records: list[dict], tokenizer, config: TrainConfig, rank: int,
-                 world: int) -> list[Batch]:
-    """This process's share of the fixed evaluation slice, as micro-batches."""
-    generator = torch.Generator().manual_seed(EVAL_SAMPLE_SEED)
-    order = torch.randperm(len(records), generator=generator).tolist()
-    chosen = order[: config.eval_batches * config.batch_size][rank::world]
-    examples = [tokenize_record(tokenizer, config.task, records[i], config.seq_len) for i in chosen]
-    size = config.batch_size
-    return [collate(examples[i:i + size], pad_token_id(tokenizer))
-            for i in range(0, len(examples), size)]
-
-
-# ---------------------------------------------------------------------------- model
+__all__ = ["TrainConfig", "checkpoint_path", "lr_factor", "train"]
 
 
 def resolve_mixed_precision(value: str) -> str:
@@ -305,13 +85,12 @@ def wrap_with_adapter(base: torch.nn.Module, config: TrainConfig) -> torch.nn.Mo
     if config.method == "lora":
         from qtune.finetune.lora import get_lora_model
 
-        model = get_lora_model(base, config.r, config.lora_alpha, config.target_modules)
+        adapter = config.adapter
+        model = get_lora_model(base, adapter.r, adapter.lora_alpha, adapter.target_modules)
     else:
         from qtune.finetune.qwth import get_qwth_model
 
-        qwth_config = config.qwth_config()
-        qwth_config.validate()
-        model = get_qwth_model(base, qwth_config)
+        model = get_qwth_model(base, config.adapter)
     for parameter in model.parameters():
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()  # fp32 master weights under autocast
@@ -328,19 +107,12 @@ def same_rank_lora_parameters(base: torch.nn.Module, r: int, targets: Iterable[s
     return total
 
 
-def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-
-
 def token_loss_sum(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Summed next-token cross-entropy over assistant tokens (labels -100 elsewhere)."""
+    """Summed next-token cross-entropy over assistant tokens (IGNORE_INDEX elsewhere)."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     shifted = logits[:, :-1].float()
     return F.cross_entropy(shifted.reshape(-1, shifted.size(-1)),
-                           batch.labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum")
-
-
-# ---------------------------------------------------------------------------- schedule
+                           batch.labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -349,54 +121,6 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-# ---------------------------------------------------------------------------- checkpoints
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_save(obj: object, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
-def checkpoint_path(output: Path) -> Path:
-    return output / CHECKPOINT_DIR / CHECKPOINT_FILE
-
-
-def _comparable(config_dict: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in config_dict.items() if k not in RESUME_FREE_FIELDS}
-
-
-# ---------------------------------------------------------------------------- logs
-
-
-def write_log(rows: list[dict], path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in LOG_FIELDS})
-    os.replace(temporary, path)
 
 
 def check_writable(folder: Path) -> None:
@@ -422,29 +146,6 @@ def warn_if_launched_single_process() -> None:
             "-m qtune.cli finetune ...` on a machine without GPU, or `torchrun "
             "--nproc_per_node N -m qtune.cli finetune ...`."
         )
-
-
-def machine_description(accelerator) -> str:
-    cores = os.cpu_count() or 0
-    device = str(accelerator.device)
-    if accelerator.device.type == "cuda":
-        device = torch.cuda.get_device_name(accelerator.device)
-    return (f"{platform.machine()} with {cores} CPU cores, {device}, "
-            f"{accelerator.num_processes} process(es) x {torch.get_num_threads()} torch threads")
-
-
-# ---------------------------------------------------------------------------- training
-
-
-@dataclass
-class RunState:
-    """What a checkpoint restores besides the model and optimizer."""
-
-    step: int = 0
-    history: list[dict] = field(default_factory=list)
-    elapsed: float = 0.0
-    tokens: int = 0
-    label_tokens: int = 0
 
 
 def _reduce_sum(accelerator, value: float | int) -> float:
@@ -505,7 +206,8 @@ def train(config: TrainConfig,
 
     set_seed(config.seed)  # identical adapter initialisation on every process
     base, tokenizer = load_base_model(base_path, config.mixed_precision)
-    lora_reference = same_rank_lora_parameters(base, config.r, config.target_modules)
+    lora_reference = same_rank_lora_parameters(base, config.adapter.r,
+                                                config.adapter.target_modules)
     model = wrap_with_adapter(base, config)
     named_trainable = trainable_parameters(model)
     n_trainable = sum(p.numel() for _, p in named_trainable)
@@ -522,7 +224,7 @@ def train(config: TrainConfig,
     state = RunState()
     ckpt = checkpoint_path(output)
     if config.resume and ckpt.is_file():
-        state = _load_checkpoint(ckpt, config, accelerator.unwrap_model(model), optimizer,
+        state = load_checkpoint(ckpt, config, accelerator.unwrap_model(model), optimizer,
                                  scheduler)
         log.info("resuming %s from step %d", output, state.step)
     elif config.resume:
@@ -537,15 +239,15 @@ def train(config: TrainConfig,
                 "step": state.step, "config": config.to_dict(),
                 "trainable": {n: p.detach().cpu() for n, p in trainable_parameters(unwrapped)},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(), "history": state.history, "elapsed": state.elapsed,
+                "rng": rng_state(), "history": state.history, "elapsed": state.elapsed,
                 "tokens": state.tokens, "label_tokens": state.label_tokens,
             }, ckpt)
         accelerator.wait_for_everyone()
 
     if is_main:
-        (output / "training_config.json").write_text(json.dumps(
-            {**config.to_dict(), "base_model_resolved": base_path,
-             "base_model_name_or_path": base_name, "num_processes": world}, indent=2) + "\n")
+        fmt.write_json(output / fmt.TRAINING_CONFIG_FILE, {
+            **config.to_dict(), "base_model_resolved": base_path,
+            "base_model_name_or_path": base_name, "num_processes": world})
     if state.step == 0 and not state.history:
         state.history.append({"step": 0, "train_loss": None, "lr": None, "seconds": 0.0,
                               "eval_loss": evaluate(model, held_out, accelerator)})
@@ -590,7 +292,7 @@ def train(config: TrainConfig,
         row["seconds"] = round(state.elapsed, 2)
         state.history.append(row)
         if is_main:
-            write_log(state.history, output / "log.csv")
+            fmt.write_log(state.history, output / fmt.LOG_FILE)
         progress.update(1)
         progress.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}")
         if final or (config.save_every and state.step % config.save_every == 0):
@@ -599,9 +301,9 @@ def train(config: TrainConfig,
             on_step(state.step, row, accelerator.unwrap_model(model))
     progress.close()
 
-    metrics = _metrics(config, state, n_trainable, lora_reference, base_name, accelerator)
+    metrics = run_metrics(config, state, n_trainable, lora_reference, base_name, accelerator)
     if is_main:
-        _write_outputs(accelerator.unwrap_model(model), config, output, base_name, metrics,
+        write_outputs(accelerator.unwrap_model(model), config, output, base_name, metrics,
                        state)
         if not config.keep_checkpoint:
             shutil.rmtree(ckpt.parent, ignore_errors=True)
@@ -614,78 +316,3 @@ def _nan_message(step: int, what: str, ckpt: Path, config: TrainConfig) -> str:
             "cause)" if ckpt.is_file() else "no checkpoint had been written yet")
     return (f"{what} became NaN/inf at step {step}: training stopped; {kept}. Lower the "
             f"learning rate (now {config.lr:g}) or check the data.")
-
-
-def _load_checkpoint(path: Path, config: TrainConfig, model, optimizer, scheduler) -> RunState:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    mismatched = {k for k, v in _comparable(config.to_dict()).items()
-                  if _comparable(saved["config"]).get(k) != v}
-    if mismatched:
-        raise QtuneError(
-            f"the checkpoint in {path.parent} was made with different settings "
-            f"({', '.join(sorted(mismatched))}); resume with the same settings or choose "
-            "another --output"
-        )
-    parameters = dict(trainable_parameters(model))
-    with torch.no_grad():
-        for name, value in saved["trainable"].items():
-            parameters[name].copy_(value)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    _set_rng_state(saved["rng"])
-    return RunState(step=saved["step"], history=saved["history"], elapsed=saved["elapsed"],
-                    tokens=saved["tokens"], label_tokens=saved["label_tokens"])
-
-
-def _metrics(config: TrainConfig, state: RunState, n_trainable: int, lora_reference: int,
-             base_name: str, accelerator) -> dict[str, Any]:
-    trained = [r for r in state.history if r.get("train_loss") is not None]
-    evals = [r for r in state.history if r.get("eval_loss") is not None]
-    tail = [r["train_loss"] for r in trained[-10:]]
-    world = accelerator.num_processes
-    return {
-        "task": config.task, "method": config.method, "base_model": base_name,
-        "steps": state.step, "batch_size": config.batch_size, "grad_accum": config.grad_accum,
-        "num_processes": world, "seq_len": config.seq_len,
-        "examples_seen": state.step * config.batch_size * config.grad_accum * world,
-        "tokens_seen": state.tokens, "assistant_tokens_seen": state.label_tokens,
-        "train_split": "train", "eval_split": config.eval_split,
-        "initial_eval_loss": evals[0]["eval_loss"] if evals else None,
-        "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
-        "final_train_loss": trained[-1]["train_loss"] if trained else None,
-        "final_train_loss_mean10": sum(tail) / len(tail) if tail else None,
-        "wall_seconds": round(state.elapsed, 1),
-        "seconds_per_step": round(state.elapsed / max(1, len(trained)), 3),
-        "machine": machine_description(accelerator),
-        "trainable_parameters": n_trainable,
-        "same_rank_lora_parameters": lora_reference,
-        "percent_of_same_rank_lora": round(100.0 * n_trainable / lora_reference, 4)
-        if lora_reference else None,
-    }
-
-
-def _write_outputs(model, config: TrainConfig, output: Path, base_name: str,
-                   metrics: dict[str, Any], state: RunState) -> None:
-    from qtune.finetune.card import write_card
-    from qtune.finetune.plots import plot_losses
-
-    if config.method == "qwth":
-        from qtune.finetune.qwth import export_peft
-
-        compact = output / "qwth"
-        model.save_compact(compact)
-        export_peft(model, output, base_name)
-        metrics["compact_bytes"] = sum(p.stat().st_size for p in compact.rglob("*") if p.is_file())
-        metrics["compact_path"] = "qwth/"
-    else:
-        from qtune.finetune.lora import save_lora
-
-        save_lora(model, output, base_name)
-        metrics["compact_bytes"] = (output / "adapter_model.safetensors").stat().st_size
-        metrics["compact_path"] = "adapter_model.safetensors"
-    metrics["peft_bytes"] = (output / "adapter_model.safetensors").stat().st_size
-    write_log(state.history, output / "log.csv")
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_losses(state.history, output / "loss.png", title=f"{config.task} / {config.method}")
-    write_card(output, config, metrics)  # after PEFT's save, which writes its own README
-    log.info("adapter written to %s", output)

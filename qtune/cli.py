@@ -21,9 +21,10 @@ COMMAND_MODULES = (
     "qtune.model_cli",
     "qtune.data.cli",
     "qtune.finetune.cli",
-    "qtune.finetune.bench_cli",
+    "qtune.eval.cli",
     "qtune.serve.cli",
     "qtune.ui.cli",
+    "qtune.feedback.cli",
 )
 
 

@@ -47,7 +47,11 @@ class Settings:
     api_host: str = field(default_factory=lambda: os.environ.get("QTUNE_HOST", "127.0.0.1"))
     api_port: int = field(default_factory=lambda: int(os.environ.get("QTUNE_PORT", "8000")))
     ui_port: int = field(default_factory=lambda: int(os.environ.get("QTUNE_UI_PORT", "7860")))
-    api_key: str | None = field(default_factory=lambda: os.environ.get("QTUNE_API_KEY") or None)
+    #: The endpoint's key: QTUNE_API_KEY, or vLLM's own VLLM_API_KEY (the one place it is read).
+    api_key: str | None = field(
+        default_factory=lambda: os.environ.get("QTUNE_API_KEY") or os.environ.get("VLLM_API_KEY")
+        or None
+    )
 
     @property
     def models_dir(self) -> Path:

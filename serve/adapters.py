@@ -15,103 +15,42 @@ adapters takes milliseconds:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
-import struct
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from qtune import adapter_format as fmt
+from qtune.adapter_format import BaseShapes, vllm_max_lora_rank
 from qtune.errors import QtuneError
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-#: The values vLLM accepts for ``--max-lora-rank`` (vllm.config.lora.MaxLoRARanks).
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-
-_LORA_KEY = re.compile(
-    r"layers\.(?P<layer>\d+)\.(?:\w+\.)*?(?P<module>\w+)\.lora_(?P<part>[AB])(?:\.\w+)?\.weight$"
-)
+__all__ = ["AdapterInfo", "BaseShapes", "check_name", "discover_adapters", "stage_snapshot",
+           "validate_adapter", "validate_all", "vllm_max_lora_rank"]
 
 
 @dataclass(frozen=True)
 class AdapterInfo:
-    """A checked adapter: the name it is served under, its folder and its rank."""
+    """A checked adapter: the name it is served under, its folder, rank and weights version."""
 
     name: str
     path: Path
     rank: int
     target_modules: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class BaseShapes:
-    """What a decoder-only base model's linear layers look like, from its config.json."""
-
-    num_layers: int
-    dims: dict[str, tuple[int, int]]  # module name -> (in_features, out_features)
-
-    @classmethod
-    def from_model_dir(cls, model_dir: str | Path) -> BaseShapes:
-        config_path = Path(model_dir) / "config.json"
-        try:
-            config = json.loads(config_path.read_text())
-        except (OSError, ValueError) as error:
-            raise QtuneError(f"cannot read the base model's {config_path}: {error}") from error
-        return cls.from_config(config)
-
-    @classmethod
-    def from_config(cls, config: dict) -> BaseShapes:
-        config = config.get("text_config", config)
-        hidden = config["hidden_size"]
-        heads = config["num_attention_heads"]
-        kv_heads = config.get("num_key_value_heads") or heads
-        head_dim = config.get("head_dim") or hidden // heads
-        inter = config["intermediate_size"]
-        q_out, kv_out = heads * head_dim, kv_heads * head_dim
-        dims = {
-            "q_proj": (hidden, q_out),
-            "k_proj": (hidden, kv_out),
-            "v_proj": (hidden, kv_out),
-            "o_proj": (q_out, hidden),
-            "gate_proj": (hidden, inter),
-            "up_proj": (hidden, inter),
-            "down_proj": (inter, hidden),
-        }
-        return cls(num_layers=config["num_hidden_layers"], dims=dims)
-
-
-def vllm_max_lora_rank(ranks: list[int]) -> int:
-    """The smallest ``--max-lora-rank`` vLLM accepts that fits every rank."""
-    highest = max(ranks, default=1)
-    for allowed in VLLM_LORA_RANKS:
-        if allowed >= highest:
-            return allowed
-    raise QtuneError(f"LoRA rank {highest} exceeds vLLM's maximum of {VLLM_LORA_RANKS[-1]}")
-
-
-def safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor name -> shape, read from the safetensors header alone."""
-    with path.open("rb") as handle:
-        raw_len = handle.read(8)
-        if len(raw_len) != 8:
-            raise ValueError("file is shorter than a safetensors header")
-        (header_len,) = struct.unpack("<Q", raw_len)
-        if header_len > 100_000_000:
-            raise ValueError("implausible safetensors header length")
-        header = json.loads(handle.read(header_len))
-    return {name: meta["shape"] for name, meta in header.items() if name != "__metadata__"}
+    version: str = "unknown"
 
 
 def _read_config(folder: Path) -> dict:
     try:
-        config = json.loads((folder / ADAPTER_CONFIG).read_text())
+        config = json.loads((folder / fmt.PEFT_CONFIG_FILE).read_text())
     except ValueError as error:
-        raise QtuneError(f"{ADAPTER_CONFIG} is not valid JSON ({error})") from error
+        raise QtuneError(f"{fmt.PEFT_CONFIG_FILE} is not valid JSON ({error})") from error
     except OSError as error:
-        raise QtuneError(f"{ADAPTER_CONFIG} cannot be read ({error})") from error
+        raise QtuneError(f"{fmt.PEFT_CONFIG_FILE} cannot be read ({error})") from error
     if not isinstance(config, dict):
-        raise QtuneError(f"{ADAPTER_CONFIG} does not hold a JSON object")
+        raise QtuneError(f"{fmt.PEFT_CONFIG_FILE} does not hold a JSON object")
     return config
 
 
@@ -132,43 +71,9 @@ def _check_config(config: dict) -> int:
     for rank in ranks:
         if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
             raise QtuneError(f"rank r={rank!r} is not a positive integer")
-        if rank > VLLM_LORA_RANKS[-1]:
-            raise QtuneError(f"rank r={rank} exceeds vLLM's maximum LoRA rank {VLLM_LORA_RANKS[-1]}")
+        if rank > fmt.VLLM_LORA_RANKS[-1]:
+            raise QtuneError(f"rank r={rank} exceeds vLLM's maximum LoRA rank {fmt.VLLM_LORA_RANKS[-1]}")
     return max(ranks)
-
-
-def _check_shapes(shapes: dict[str, list[int]], base: BaseShapes) -> tuple[str, ...]:
-    """Match every LoRA tensor against the base model; return the adapted module names."""
-    modules: set[str] = set()
-    for key, shape in shapes.items():
-        match = _LORA_KEY.search(key)
-        if not match:
-            if "lora_" in key:
-                raise QtuneError(f"tensor {key} adapts a layer vLLM cannot serve with LoRA")
-            continue
-        module, layer = match["module"], int(match["layer"])
-        if module not in base.dims:
-            raise QtuneError(
-                f"tensor {key} adapts {module!r}, which the base model does not have "
-                f"(it has {', '.join(base.dims)}): adapter exported for another base model"
-            )
-        if layer >= base.num_layers:
-            raise QtuneError(
-                f"tensor {key} adapts layer {layer} but the base model has {base.num_layers} "
-                "layers: adapter exported for another base model"
-            )
-        in_dim, out_dim = base.dims[module]
-        want_in = shape[1] == in_dim if match["part"] == "A" else shape[0] == out_dim
-        if len(shape) != 2 or not want_in:
-            expected = f"(r, {in_dim})" if match["part"] == "A" else f"({out_dim}, r)"
-            raise QtuneError(
-                f"tensor {key} has shape {tuple(shape)}, the base model needs {expected}: "
-                "adapter exported for another base model"
-            )
-        modules.add(module)
-    if not modules:
-        raise QtuneError(f"{ADAPTER_WEIGHTS} holds no lora_A/lora_B tensors")
-    return tuple(sorted(modules))
 
 
 def validate_adapter(name: str, path: str | Path, base: BaseShapes) -> AdapterInfo:
@@ -177,18 +82,48 @@ def validate_adapter(name: str, path: str | Path, base: BaseShapes) -> AdapterIn
     try:
         if not folder.is_dir():
             raise QtuneError(f"{folder} is not a folder")
-        for needed in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        for needed in (fmt.PEFT_CONFIG_FILE, fmt.PEFT_WEIGHTS_FILE):
             if not (folder / needed).is_file():
                 raise QtuneError(f"{needed} is missing from {folder}")
         rank = _check_config(_read_config(folder))
         try:
-            shapes = safetensors_shapes(folder / ADAPTER_WEIGHTS)
+            shapes = fmt.safetensors_shapes(folder / fmt.PEFT_WEIGHTS_FILE)
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise QtuneError(f"{ADAPTER_WEIGHTS} is not a readable safetensors file ({error})") from error
-        modules = _check_shapes(shapes, base)
+            raise QtuneError(
+                f"{fmt.PEFT_WEIGHTS_FILE} is not a readable safetensors file ({error})") from error
+        try:
+            modules = fmt.check_module_shapes(fmt.peft_module_shapes(shapes), base)
+        except QtuneError as error:
+            raise QtuneError(f"adapter {error}") from error
+        version = fmt.weights_version(folder)
     except QtuneError as error:
         raise QtuneError(f"adapter {name!r} ({folder}): {error}") from error
-    return AdapterInfo(name=name, path=folder.resolve(), rank=rank, target_modules=modules)
+    return AdapterInfo(name=name, path=folder.resolve(), rank=rank, target_modules=modules,
+                       version=version)
+
+
+def stage_snapshot(adapter: AdapterInfo, served_root: Path) -> Path:
+    """The folder vLLM is given for ``adapter``: a copy of its two PEFT files named
+    ``<name>@<version>`` under ``served_root``, so that ``/v1/models`` reports the version
+    it serves (its ``root``) and retraining the adapter while it is served changes nothing
+    until the next start. Hard links where the file system allows (no bytes copied)."""
+    target = served_root / fmt.snapshot_name(adapter.name, adapter.version)
+    config = fmt.PEFT_CONFIG_FILE
+    with contextlib.suppress(OSError):  # same weights (the name) and same config: reuse
+        if ((target / fmt.PEFT_WEIGHTS_FILE).is_file()
+                and (target / config).read_bytes() == (adapter.path / config).read_bytes()):
+            return target
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in (fmt.PEFT_CONFIG_FILE, fmt.PEFT_WEIGHTS_FILE):
+        try:
+            os.link(adapter.path / name, partial / name)
+        except OSError:
+            shutil.copy2(adapter.path / name, partial / name)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    return target
 
 
 def discover_adapters(folder: str | Path) -> list[tuple[str, Path]]:
@@ -204,7 +139,7 @@ def discover_adapters(folder: str | Path) -> list[tuple[str, Path]]:
     for child in sorted(root.iterdir()):
         if child.name.startswith((".", "_")) or not child.is_dir():
             continue
-        if (child / ADAPTER_CONFIG).exists() or (child / ADAPTER_WEIGHTS).exists():
+        if (child / fmt.PEFT_CONFIG_FILE).exists() or (child / fmt.PEFT_WEIGHTS_FILE).exists():
             found.append((child.name, child))
     return found
 

@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+from qtune.config import settings
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     _register_serve(subparsers)
@@ -33,62 +35,68 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
             "`qtune serve -- --tensor-parallel-size 2` (see docs/serving.md)."
         ),
     )
-    parser.add_argument("--model", help="base model folder or Hugging Face id (default: the "
-                        "embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1, local "
-                        "only; 0.0.0.0 opens it to the network: set an API key)")
-    parser.add_argument("--port", type=int, default=None, help="port of the API (default 8000 or "
-                        "$QTUNE_PORT)")
-    parser.add_argument("--api-key", default=None, help="clients must send this key as a Bearer "
-                        "token (default: $QTUNE_API_KEY or $VLLM_API_KEY; none: open)")
-    parser.add_argument("--adapters", type=Path, default=None, metavar="DIR",
-                        help="serve every adapter folder inside DIR under its folder name "
-                        "(default: the repository's adapters/ unless --adapter is given)")
-    parser.add_argument("--adapter", type=_adapter_pair, action="append", default=[],
-                        metavar="NAME=PATH", help="serve the adapter in PATH as model NAME "
-                        "(repeatable)")
-    parser.add_argument("--no-adapters", action="store_true",
-                        help="serve the base model only")
-    parser.add_argument("--skip-broken-adapters", action="store_true",
-                        help="start without adapters that fail the checks (warns) instead of "
-                        "refusing to start")
-    parser.add_argument("--max-model-len", type=int, default=2048,
-                        help="longest prompt + completion in tokens (default 2048)")
-    parser.add_argument("--kv-cache-gib", type=int, default=1,
-                        help="CPU only: GiB of RAM for the KV cache (default 1)")
-    parser.add_argument("--cpu-threads-bind", default="auto",
-                        help="CPU only: VLLM_CPU_OMP_THREADS_BIND, e.g. '0-6' (default auto: every "
-                        "core on machines of up to 4 cores, else all cores but one)")
-    parser.add_argument("--allow-runtime-lora", action="store_true",
-                        help="allow `qtune adapters load/unload` on this server (development)")
-    parser.add_argument("--max-lora-rank", type=int, default=None,
-                        help="override the --max-lora-rank computed from the adapters")
-    parser.add_argument("--log-file", type=Path, default=None,
-                        help="where vLLM's output goes (default $QTUNE_HOME/logs/vllm-PORT.log)")
-    parser.add_argument("--startup-timeout", type=float, default=600.0,
-                        help="seconds to wait for the server to become healthy (default 600)")
-    parser.add_argument("vllm_args", nargs="*", metavar="-- VLLM_ARGS",
-                        help="arguments passed to vLLM unchanged, after `--`")
+    add_server_options(parser, address_flags=("--host", "--port", "--api-key"))
     parser.set_defaults(func=_serve)
 
 
-def config_from_args(args: argparse.Namespace):
-    """Build a ServeConfig from `qtune serve` arguments (shared with `qtune up`)."""
+def add_server_options(parser: argparse.ArgumentParser,
+                       address_flags: tuple[str, str, str]) -> None:
+    """The options of the vLLM server, shared by `qtune serve` and `qtune up` (which names
+    the address flags --api-host/--api-port so they do not clash with the UI's). Defaults
+    are ServeConfig's."""
     from qtune.serve.server import ServeConfig
 
-    from qtune.config import settings
+    defaults = ServeConfig(adapters_dir=None)
+    host, port, key = address_flags
+    add = parser.add_argument
+    add("--model", help="base model folder or Hugging Face id (default: the embedded "
+        "SmolLM2-135M-Instruct)")
+    add(host, dest="api_host", default=None, help="address the API binds (default "
+        "$QTUNE_HOST or 127.0.0.1, this machine only; 0.0.0.0 opens it: set an API key)")
+    add(port, dest="api_port", type=int, default=None,
+        help="port of the API (default $QTUNE_PORT or 8000)")
+    add(key, dest="api_key", default=None, help="clients must send this key as a Bearer token "
+        "(default: $QTUNE_API_KEY or $VLLM_API_KEY; none: open)")
+    add("--adapters", type=Path, default=None, metavar="DIR",
+        help="serve every adapter folder inside DIR under its folder name (default: "
+        "$QTUNE_ADAPTERS_DIR or the repository's adapters/, unless --adapter is given)")
+    add("--adapter", type=_adapter_pair, action="append", default=[], metavar="NAME=PATH",
+        help="serve the adapter in PATH as model NAME (repeatable)")
+    add("--no-adapters", action="store_true", help="serve the base model only")
+    add("--skip-broken-adapters", action="store_true",
+        help="start without adapters that fail the checks (warns) instead of refusing to start")
+    add("--max-model-len", type=int, default=defaults.max_model_len,
+        help=f"longest prompt + completion in tokens (default {defaults.max_model_len})")
+    add("--kv-cache-gib", type=int, default=defaults.kv_cache_gib,
+        help=f"CPU only: GiB of RAM for the KV cache (default {defaults.kv_cache_gib})")
+    add("--cpu-threads-bind", default=defaults.cpu_threads_bind,
+        help="CPU only: VLLM_CPU_OMP_THREADS_BIND, e.g. '0-6' (default auto: every core on "
+        "machines of up to 4 cores, else all cores but one)")
+    add("--allow-runtime-lora", action="store_true",
+        help="allow `qtune adapters load/unload` on this server (development)")
+    add("--max-lora-rank", type=int, default=None,
+        help="override the --max-lora-rank computed from the adapters")
+    add("--log-file", type=Path, default=None,
+        help="where vLLM's output goes (default $QTUNE_HOME/logs/vllm-PORT.log)")
+    add("--startup-timeout", type=float, default=defaults.startup_timeout,
+        help=f"seconds to wait for the server to become healthy (default "
+        f"{defaults.startup_timeout:g})")
+    add("vllm_args", nargs="*", metavar="-- VLLM_ARGS",
+        help="arguments passed to vLLM unchanged, after `--`")
 
-    defaults = settings()
+
+def config_from_args(args: argparse.Namespace):
+    """The ServeConfig of `qtune serve` and `qtune up` arguments (see add_server_options)."""
+    from qtune.serve.server import ServeConfig
+
     if args.no_adapters:
         adapters_dir = None
     elif args.adapters is not None:
         adapters_dir = args.adapters
     else:
-        adapters_dir = None if args.adapter else defaults.adapters_dir
+        adapters_dir = None if args.adapter else settings().adapters_dir
     config = ServeConfig(
         model=args.model,
-        host=args.host or defaults.api_host,
-        port=args.port or defaults.api_port,
         adapters=[] if args.no_adapters else list(args.adapter),
         adapters_dir=adapters_dir,
         skip_broken_adapters=args.skip_broken_adapters,
@@ -101,8 +109,10 @@ def config_from_args(args: argparse.Namespace):
         log_path=args.log_file,
         startup_timeout=args.startup_timeout,
     )
-    if args.api_key:
-        config.api_key = args.api_key
+    # Given flags win over ServeConfig's defaults (which read QTUNE_HOST/PORT/API_KEY).
+    for flag, attribute in (("api_host", "host"), ("api_port", "port"), ("api_key", "api_key")):
+        if getattr(args, flag):
+            setattr(config, attribute, getattr(args, flag))
     return config
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from qtune.serve.adapters import BaseShapes, validate_adapter
+from qtune.serve.adapters import BaseShapes, stage_snapshot, validate_adapter
 
+from qtune.config import settings
 from qtune.errors import QtuneError
 
 
@@ -54,7 +55,9 @@ class RuntimeAdapters:
         folder = Path(path).expanduser().resolve()
         base_dir = self._base_dir()
         if base_dir is not None:  # the server runs here: check against its base model
-            validate_adapter(name, folder, BaseShapes.from_model_dir(base_dir))
+            adapter = validate_adapter(name, folder, BaseShapes.from_model_dir(base_dir))
+            # Served from a snapshot named by its version, as `qtune serve` does.
+            folder = stage_snapshot(adapter, settings().home / "served")
         response = self._request(
             "POST", "/load_lora_adapter", json={"lora_name": name, "lora_path": str(folder)}
         )

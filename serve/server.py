@@ -34,10 +34,12 @@ from qtune.serve.adapters import (
     AdapterInfo,
     BaseShapes,
     discover_adapters,
+    stage_snapshot,
     validate_all,
     vllm_max_lora_rank,
 )
 
+from qtune.adapter_format import snapshot_name
 from qtune.config import settings
 from qtune.errors import QtuneError
 
@@ -46,10 +48,6 @@ log = logging.getLogger(__name__)
 #: The rank vLLM must be ready for when adapters may be loaded at run time.
 RUNTIME_LORA_RANK = 64
 LOG_TAIL_LINES = 40
-
-
-def _env_api_key() -> str | None:
-    return os.environ.get("QTUNE_API_KEY") or os.environ.get("VLLM_API_KEY") or None
 
 
 def _default_adapters_dir() -> Path | None:
@@ -62,10 +60,11 @@ class ServeConfig:
 
     #: Base model: None = the embedded SmolLM2-135M-Instruct; or a folder / HF id.
     model: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
+    #: Address and port to bind (defaults: $QTUNE_HOST or 127.0.0.1, $QTUNE_PORT or 8000).
+    host: str = field(default_factory=lambda: settings().api_host)
+    port: int = field(default_factory=lambda: settings().api_port)
     #: Clients must send ``Authorization: Bearer KEY`` (env QTUNE_API_KEY / VLLM_API_KEY).
-    api_key: str | None = field(default_factory=_env_api_key)
+    api_key: str | None = field(default_factory=lambda: settings().api_key)
     #: Adapters given one by one as (served name, folder).
     adapters: list[tuple[str, Path]] = field(default_factory=list)
     #: Every adapter folder inside this one is served under its folder name (None: none).
@@ -210,6 +209,11 @@ class VLLMServer:
         rank = self.config.max_lora_rank or vllm_max_lora_rank(ranks)
         return max(1, len(self.adapters)), rank
 
+    def served_path(self, adapter: AdapterInfo) -> Path:
+        """Where vLLM reads ``adapter`` from: a snapshot named by its version (see
+        ``stage_snapshot``), made when the server starts."""
+        return settings().home / "served" / snapshot_name(adapter.name, adapter.version)
+
     def command(self) -> list[str]:
         """The vLLM command line (the API key travels in the environment, not here)."""
         cfg = self.config
@@ -230,7 +234,8 @@ class VLLMServer:
                      "--max-cpu-loras", str(max_loras + (4 if cfg.allow_runtime_lora else 0)),
                      "--max-lora-rank", str(max_rank)]
             if self.adapters:
-                argv += ["--lora-modules"] + [f"{a.name}={a.path}" for a in self.adapters]
+                argv += ["--lora-modules"] + [f"{a.name}={self.served_path(a)}"
+                                              for a in self.adapters]
         return argv + list(cfg.extra_args)
 
     def environment(self) -> dict[str, str]:
@@ -255,6 +260,8 @@ class VLLMServer:
                 f"port {self.config.port} is already in use (another server?). Stop it or "
                 "choose another with --port."
             )
+        for adapter in self.adapters:
+            stage_snapshot(adapter, self.served_path(adapter).parent)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("starting vLLM on %s (log: %s)", self.api_base, self.log_path)
         with self.log_path.open("w") as log_file:

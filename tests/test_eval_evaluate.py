@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from qtune.finetune import evaluate
-from qtune.finetune.evaluate import EvalItem, ResultCache
+from qtune.eval import evaluate, items, runner, scoring
+from qtune.eval.items import EvalItem
+from qtune.eval.runner import ResultCache
 
 
 def _item(index: int, question: str = "q", reference: str = "1") -> EvalItem:
     messages = ({"role": "user", "content": f"{question} {index}"},)
-    return EvalItem(evaluate.item_id(index, f"{question} {index}"), messages, question, reference)
+    return EvalItem(items.item_id(index, f"{question} {index}"), messages, question, reference)
 
 
 def test_math_records_and_accuracy_on_fixed_outputs() -> None:
@@ -26,7 +27,7 @@ def test_math_records_and_accuracy_on_fixed_outputs() -> None:
         ("I am not sure.", "3", False),
     ]
     records = [
-        evaluate.math_record(_item(i, reference=gold), text)
+        scoring.math_record(_item(i, reference=gold), text)
         for i, (text, gold, _) in enumerate(outputs)
     ]
     assert [r["correct"] for r in records] == [expected for *_, expected in outputs]
@@ -38,9 +39,9 @@ def test_math_records_and_accuracy_on_fixed_outputs() -> None:
 
 
 def test_generation_records_flag_empty_answers_and_refusals() -> None:
-    empty = evaluate.generation_record(_item(0), "   ")
-    refusal = evaluate.generation_record(_item(1), "I'm sorry, but I can't help with that.")
-    disclaimer = evaluate.generation_record(
+    empty = scoring.generation_record(_item(0), "   ")
+    refusal = scoring.generation_record(_item(1), "I'm sorry, but I can't help with that.")
+    disclaimer = scoring.generation_record(
         _item(2), "I'm not a therapist, but it sounds like you are carrying a lot."
     )
     assert (empty["empty"], empty["refusal"], empty["words"]) == (True, False, 0)
@@ -66,7 +67,7 @@ def test_score_sequence_matches_a_manual_loop(tiny_llama) -> None:
     ids = torch.randint(0, 128, (12,)).tolist()
     labels = [-100] * 5 + ids[5:]
     labels[8] = -100  # a hole in the labels is skipped too
-    result = evaluate.score_sequence(tiny_llama, ids, labels)
+    result = scoring.score_sequence(tiny_llama, ids, labels)
 
     with torch.no_grad():
         logits = tiny_llama(input_ids=torch.tensor([ids])).logits[0]
@@ -83,7 +84,7 @@ def test_score_sequence_matches_a_manual_loop(tiny_llama) -> None:
     assert result.errors == errors
     assert result.error_rate == pytest.approx(errors / count)
     with pytest.raises(ValueError):
-        evaluate.score_sequence(tiny_llama, ids, [-100] * len(ids))
+        scoring.score_sequence(tiny_llama, ids, [-100] * len(ids))
 
 
 def test_teacher_forced_comparison_pairs_items_by_id() -> None:
@@ -131,23 +132,23 @@ def test_interrupted_run_resumes_with_only_the_missing_items(tmp_path: Path) -> 
             asked.append(item.id)
         return {"value": -1}
 
-    records = evaluate.run_items(items, evaluate_one, ResultCache(path), concurrency=3)
+    records = runner.run_items(items, evaluate_one, ResultCache(path), concurrency=3)
     assert sorted(asked) == sorted(items[i].id for i in (1, 4, 5))
     assert [r["id"] for r in records] == [item.id for item in items]
     assert [r["value"] for r in records] == [0, -1, 20, 30, -1, -1]
 
     asked.clear()
-    again = evaluate.run_items(items, evaluate_one, ResultCache(path), concurrency=3)
+    again = runner.run_items(items, evaluate_one, ResultCache(path), concurrency=3)
     assert asked == [] and again == records
 
 
 def test_unknown_adapter_is_a_user_error(tmp_path: Path) -> None:
     from qtune.errors import QtuneError
 
-    assert evaluate.adapter_dir_for("smollm2-135m-instruct", tmp_path) is None
+    assert runner.adapter_dir_for("smollm2-135m-instruct", tmp_path) is None
     with pytest.raises(QtuneError, match="no adapter folder"):
-        evaluate.adapter_dir_for("math-qwth", tmp_path)
-    assert evaluate.model_fingerprint("elsewhere", tmp_path) == "ext"
+        runner.adapter_dir_for("math-qwth", tmp_path)
+    assert runner.model_fingerprint("elsewhere", tmp_path) == "ext"
 
 
 @pytest.mark.slow

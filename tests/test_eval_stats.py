@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from qtune.finetune import stats
+from qtune.eval import stats
 
 
 def test_bootstrap_mean_matches_a_hand_written_percentile_bootstrap() -> None:

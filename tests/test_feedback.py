@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from qtune.data.feedback import (
+from qtune.feedback.store import (
     SCHEMA_VERSION,
     FeedbackStore,
     FeedbackWriteError,

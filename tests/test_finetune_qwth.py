@@ -10,7 +10,6 @@ import torch
 from qtune.finetune.qwth import (
     QWTHConfig,
     QWTHModel,
-    check_adapter_matches_base,
     export_peft,
     get_qwth_model,
     load_compact,
@@ -27,6 +26,7 @@ from qtune.finetune.qwth.tensor import (
 )
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from qtune.adapter_format import check_fits_base
 from qtune.errors import QtuneError
 
 SMOLLM2 = dict(
@@ -246,16 +246,16 @@ def test_adapter_for_another_base_model_is_refused(tiny_llama, tmp_path):
     model = get_qwth_model(tiny_llama, small_config())
     export_peft(model, tmp_path / "peft", "tiny")
     model.save_compact(tmp_path / "compact")
-    check_adapter_matches_base(tmp_path / "peft", tiny_llama.config)  # its own base: fine
+    check_fits_base(tmp_path / "peft", tiny_llama.config)  # its own base: fine
     other = LlamaConfig(vocab_size=128, hidden_size=96, intermediate_size=128,
                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
     for folder in ("peft", "compact"):
         with pytest.raises(QtuneError, match="another base model"):
-            check_adapter_matches_base(tmp_path / folder, other)
+            check_fits_base(tmp_path / folder, other)
     # Only the shapes: a PEFT folder without QWTH metadata.
     (tmp_path / "peft" / "qwth_metadata.json").unlink()
     with pytest.raises(QtuneError, match="another base model.*q_proj"):
-        check_adapter_matches_base(tmp_path / "peft", other)
+        check_fits_base(tmp_path / "peft", other)
     with pytest.raises(QtuneError, match="another base model"):
         load_compact(LlamaForCausalLM(other), tmp_path / "compact")
 
@@ -297,7 +297,7 @@ def test_export_is_exact_on_embedded_model(embedded_model, tmp_path):
         for layer in model.adapted.values():
             layer.qwth_B.cores[-1].normal_(0, 0.05)
     export_peft(model, tmp_path, "smollm2-135m-instruct")
-    check_adapter_matches_base(tmp_path, embedded_model)
+    check_fits_base(tmp_path, embedded_model)
     peft_model = PeftModel.from_pretrained(load(), tmp_path).eval()
     ids = torch.randint(0, 49152, (1, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

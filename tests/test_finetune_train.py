@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from qtune.finetune.cli import build_config
+from qtune.finetune.cli import build_config, shipped_config
 from qtune.finetune.train import TrainConfig, checkpoint_path, lr_factor, train
 from safetensors.torch import load_file
 
@@ -65,7 +65,7 @@ def tiny_config(model_dir: Path, output: Path, **overrides) -> TrainConfig:
         n_qubits=4, circuit_layers=1, tt_rank=2, n_factors=2,
     )
     values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 def losses(history: list[dict]) -> list[tuple]:
@@ -178,9 +178,10 @@ def test_flags_override_the_toml_file(tmp_path):
                     'batch_size = 4\ntarget_modules = ["q_proj"]\n')
     config = build_config(finetune_args("--config", str(toml), "--steps", "3", "--lr", "0.5",
                                         "--method", "qwth", "--qubits", "6", "--rank", "16"))
-    assert (config.steps, config.lr, config.method, config.n_qubits, config.r) == (3, 0.5, "qwth",
+    assert (config.steps, config.lr, config.method, config.adapter.n_qubits,
+            config.adapter.r) == (3, 0.5, "qwth",
                                                                                      6, 16)
-    assert (config.task, config.batch_size, config.target_modules) == ("counselling", 4,
+    assert (config.task, config.batch_size, config.adapter.target_modules) == ("counselling", 4,
                                                                       ("q_proj",))
     assert config.resume is False
     assert build_config(finetune_args("--config", str(toml), "--resume")).resume is True
@@ -202,28 +203,26 @@ def test_shipped_configs_share_the_budget_per_task():
         assert {k: qwth[k] for k in shared} == {k: lora[k] for k in shared}
 
 
-def test_train_all_reads_the_shipped_configs(tmp_path):
-    sys.path.insert(0, str(REPO / "finetune"))
-    try:
-        import train_all
-    finally:
-        sys.path.pop(0)
-    args = train_all.parse_args(["--only", "math-lora", "--steps", "3"])
-    config = train_all.config_for("math-lora", args)
+def test_finetune_all_reads_the_shipped_configs(tmp_path, capsys):
+    """`qtune finetune --all` (was finetune/train_all.py) runs configs/<name>.toml."""
+    config = shipped_config("math-lora", steps=3)
     assert (config.method, config.steps, config.output) == ("lora", 3,
                                                             str(REPO / "adapters" / "math-lora"))
-    args = train_all.parse_args(["--output-root", str(tmp_path), "--resume"])
-    config = train_all.config_for("counselling-qwth", args)
+    config = shipped_config("counselling-qwth", output_root=tmp_path, resume=True)
     assert (config.output, config.resume, config.steps) == (str(tmp_path / "counselling-qwth"),
                                                             True, 80)
+    with pytest.raises(QtuneError):
+        shipped_config("poetry-qwth")
     with pytest.raises(SystemExit):
-        train_all.parse_args(["--only", "poetry-qwth"])
+        finetune_args("--all", "--only", "poetry-qwth")
+    assert qtune_main(["finetune", "--all", "--lr", "0.1"]) == 2
+    assert "only --steps, --resume" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--task", "poetry"], "unknown task 'poetry'"),
     (["--method", "dora"], "unknown method 'dora'"),
-    (["--device", "ibm.quantum"], "unknown device 'ibm.quantum'"),
+    (["--device", "ibm.quantum"], "unknown quantum device 'ibm.quantum'"),
     (["--steps", "0"], "steps must be a positive integer"),
     (["--config", "/nonexistent/run.toml"], "does not exist"),
 ])

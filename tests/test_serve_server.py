@@ -21,6 +21,7 @@ from serve_fixtures import (
     write_small_model_config,
 )
 
+from qtune.adapter_format import weights_version
 from qtune.config import settings
 from qtune.errors import QtuneError
 
@@ -58,7 +59,12 @@ def test_command_with_adapters(tmp_path: Path, small_model: Path) -> None:
     assert argv[argv.index("--max-loras") + 1] == "2"
     assert argv[argv.index("--max-lora-rank") + 1] == "16"
     modules = argv[argv.index("--lora-modules") + 1: argv.index("--lora-modules") + 3]
-    assert modules == [f"alpha={(tmp_path / 'ads' / 'alpha').resolve()}", f"beta={beta.resolve()}"]
+    # vLLM reads a snapshot named by each adapter's weights version (staged at start).
+    assert [a.path for a in server.adapters] == [(tmp_path / "ads" / "alpha").resolve(),
+                                                 beta.resolve()]
+    assert modules == [f"{a.name}={server.served_path(a)}" for a in server.adapters]
+    assert [Path(m.partition("=")[2]).name for m in modules] == [
+        f"{a.name}@{weights_version(a.path)}" for a in server.adapters]
     assert argv[-2:] == ["--tensor-parallel-size", "2"]
     assert "secret" not in " ".join(argv)  # the key travels in the environment
     env = server.environment()

@@ -9,16 +9,18 @@ import warnings
 
 import gradio as gr
 import pytest
-from qtune.data.feedback import FeedbackStore, Vote
-from qtune.ui.app import CompareSession, QtuneUI, parse_auth
+from qtune.feedback.store import FeedbackStore, Vote
+from qtune.ui.app import QtuneUI, parse_auth
 from qtune.ui.endpoint import (
     Endpoint,
     EndpointError,
-    adapter_version,
     default_pair,
     parse_model,
 )
+from qtune.ui.state import CompareSession
 from ui_fixtures import free_port
+
+from qtune.adapter_format import snapshot_name, weights_version
 
 
 def test_parse_model_names():
@@ -45,12 +47,16 @@ def test_default_pair_prefers_qwth_vs_lora():
 
 
 def test_adapter_version_is_weights_hash(tmp_path):
+    """The UI reads an adapter's version from the root the server reports for it."""
     folder = tmp_path / "math-qwth"
     folder.mkdir()
     (folder / "adapter_model.safetensors").write_bytes(b"weights v1")
     expected = hashlib.sha256(b"weights v1").hexdigest()[:12]
-    assert adapter_version("math-qwth", tmp_path) == expected
-    assert adapter_version("smollm2-135m-instruct", tmp_path) == "base"
+    assert weights_version(folder) == expected
+    served_root = str(tmp_path / "served" / snapshot_name("math-qwth", expected))
+    assert parse_model("math-qwth", "smollm2-135m-instruct", served_root).version == expected
+    assert parse_model("smollm2-135m-instruct").version == "base"
+    assert parse_model("math-qwth", "smollm2-135m-instruct", str(folder)).version == "unknown"
 
 
 def test_endpoint_down_is_reported_plainly(tmp_path):

@@ -28,7 +28,7 @@ ANSWER_TIMEOUT_MS = 120_000
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, embedded_model):
     """(UI url, feedback db path, served model names, QtuneUI); stops vLLM and the UI."""
-    from qtune.data.feedback import FeedbackStore
+    from qtune.feedback.store import FeedbackStore
     from qtune.serve.server import ServeConfig, VLLMServer
     from qtune.ui.app import QtuneUI, launch
 
@@ -42,7 +42,7 @@ def stack(tmp_path_factory, embedded_model):
     server.start(wait=True)
     demo = None
     try:
-        ui = QtuneUI(api_base=server.api_base, store=FeedbackStore(db), adapters_dir=adapters,
+        ui = QtuneUI(api_base=server.api_base, store=FeedbackStore(db),
                      bootstrap_rounds=50, max_tokens=48)
         port = free_port()
         demo = launch(ui, port=port, block=False)

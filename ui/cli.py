@@ -1,4 +1,4 @@
-"""`qtune ui`, `qtune up` and `qtune feedback`: the web UI, the whole stack, and its data."""
+"""`qtune ui` and `qtune up`: the web UI, and the whole stack (vLLM + the UI) at once."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ log = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     _register_ui(subparsers)
     _register_up(subparsers)
-    _register_feedback(subparsers)
 
 
 def _add_ui_options(parser: argparse.ArgumentParser) -> None:
@@ -59,54 +58,16 @@ def _register_up(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     _add_ui_options(parser)
-    parser.add_argument("--model", default=None,
-                        help="base model folder or Hugging Face id (default: the embedded "
-                             "SmolLM2-135M-Instruct)")
-    parser.add_argument("--api-host", default="127.0.0.1",
-                        help="address the vLLM API binds (default 127.0.0.1, this machine "
-                             "only; 0.0.0.0 opens it: set --api-key)")
-    parser.add_argument("--api-port", type=int, default=None,
-                        help="port of the vLLM API (default 8000 or $QTUNE_PORT)")
-    parser.add_argument("--api-key", default=None,
-                        help="protect the API with this key (default $QTUNE_API_KEY)")
-    parser.add_argument("--adapters", type=Path, default=None, metavar="DIR",
-                        help="serve every adapter folder in DIR (default: the shipped "
-                             "adapters/ or $QTUNE_ADAPTERS_DIR)")
-    parser.add_argument("--startup-timeout", type=float, default=600.0,
-                        help="seconds to wait for vLLM to become healthy")
+    from qtune.serve.cli import add_server_options
+
+    add_server_options(parser, address_flags=("--api-host", "--api-port", "--api-key"))
     parser.set_defaults(func=_up)
 
 
-def _register_feedback(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "feedback", help="export the votes and ratings collected by the web UI",
-        description="Work with the feedback database written by the web UI.",
-    )
-    commands = parser.add_subparsers(dest="feedback_command", metavar="ACTION", required=True)
-    export = commands.add_parser(
-        "export", help="write votes, ratings, conversations and DPO preference pairs as JSONL",
-        description=(
-            "Write votes.jsonl, ratings.jsonl, conversations.jsonl (with their messages) and "
-            "preferences.jsonl (prompt, chosen, rejected from every decisive vote; ready for "
-            "DPO training) into DIR."
-        ),
-    )
-    export.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="folder to write the .jsonl files into (created if missing)")
-    export.add_argument("--db", type=Path, default=None,
-                        help="feedback database (default $QTUNE_DB or "
-                             "~/.cache/qtune/feedback.db)")
-    export.set_defaults(func=_export)
-
-    summary = commands.add_parser("leaderboard",
-                                  help="print the ratings per assistant computed from the votes")
-    summary.add_argument("--db", type=Path, default=None, help="feedback database")
-    summary.add_argument("--rounds", type=int, default=200, help="bootstrap resamples")
-    summary.set_defaults(func=_print_leaderboard)
 
 
 def _make_ui(args: argparse.Namespace, api_base: str | None, api_key: str | None):
-    from qtune.data.feedback import FeedbackStore
+    from qtune.feedback.store import FeedbackStore
     from qtune.ui.app import QtuneUI
 
     return QtuneUI(api_base=api_base, api_key=api_key, store=FeedbackStore(args.db))
@@ -123,19 +84,14 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from qtune.serve.server import ServeConfig, VLLMServer
+    from qtune.serve.cli import config_from_args
+    from qtune.serve.server import VLLMServer
     from qtune.ui.app import launch, parse_auth
 
     from qtune.config import settings
 
     auth = parse_auth(args.auth)
-    config = ServeConfig(model=args.model, host=args.api_host,
-                         port=args.api_port or settings().api_port,
-                         startup_timeout=args.startup_timeout)
-    if args.api_key:
-        config.api_key = args.api_key
-    if args.adapters is not None:
-        config.adapters_dir = args.adapters
+    config = config_from_args(args)
     server = VLLMServer(config)
     # SIGTERM (docker stop, systemd) takes the same path as Ctrl-C: stop both.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -175,27 +131,5 @@ def _ui_alive(demo) -> bool:
     return thread is None or thread.is_alive()
 
 
-def _export(args: argparse.Namespace) -> int:
-    from qtune.data.feedback import FeedbackStore
-
-    store = FeedbackStore(args.db)
-    counts = store.export(args.out)
-    for name, count in counts.items():
-        print(f"{args.out / (name + '.jsonl')}: {count} rows")
-    return 0
 
 
-def _print_leaderboard(args: argparse.Namespace) -> int:
-    from qtune.data.feedback import FeedbackStore
-    from qtune.ui.leaderboard import leaderboard
-
-    votes = FeedbackStore(args.db).votes()
-    for assistant in sorted({v["assistant"] for v in votes}):
-        print(f"{assistant}:")
-        standings = leaderboard([v for v in votes if v["assistant"] == assistant], args.rounds)
-        for s in standings:
-            print(f"  {s.model:28s} {s.rating:7.1f}  [{s.ci_low:.0f}, {s.ci_high:.0f}]  "
-                  f"win rate {100 * s.win_rate:5.1f}%  votes {s.votes}")
-    if not votes:
-        print("no votes yet")
-    return 0

@@ -8,18 +8,15 @@ while the UI runs show up, and an endpoint that was down is picked up again.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
-from qtune.config import settings
+from qtune.adapter_format import version_from_root
 from qtune.errors import QtuneError
+from qtune.vocab import METHODS
 
+#: How the UI names each method (other suffixes still work, labelled by their suffix).
 METHOD_LABELS = {"qwth": "quantum-tuned (QWTH)", "lora": "LoRA baseline", "base": "base"}
-#: Methods we know; other suffixes still work as adapters, labelled by their suffix.
-KNOWN_METHODS = ("qwth", "lora")
 #: Order of the model lists: quantum-tuned first, then the baseline, then the base.
 METHOD_ORDER = {"qwth": 0, "lora": 1, "base": 3}
 
@@ -33,6 +30,8 @@ class ServedModel:
     name: str
     method: str  # "qwth", "lora", "base" or another adapter suffix
     assistant: str | None  # None: the base model, good for every assistant
+    #: weights version as the server reports it ("base" for the base model)
+    version: str = "base"
 
     @property
     def label(self) -> str:
@@ -47,17 +46,19 @@ class ServedModel:
         return self.assistant is None or self.assistant == assistant
 
 
-def parse_model(name: str, parent: str | None = None) -> ServedModel:
+def parse_model(name: str, parent: str | None = None, root: str | None = None) -> ServedModel:
     """Read ``<assistant>-<method>``; a model without a parent that does not parse is a base.
 
-    vLLM reports LoRA adapters with ``parent`` set to the base model's name.
+    vLLM reports LoRA adapters with ``parent`` set to the base model's name and ``root``
+    set to the folder it serves, whose name carries the weights version.
     """
     assistant, _, method = name.rpartition("-")
-    if parent is None and method not in KNOWN_METHODS:
+    if parent is None and method not in METHODS:
         return ServedModel(name, "base", None)
+    version = version_from_root(root)
     if not assistant:
-        return ServedModel(name, method or "adapter", name)
-    return ServedModel(name, method, assistant)
+        return ServedModel(name, method or "adapter", name, version)
+    return ServedModel(name, method, assistant, version)
 
 
 def sort_models(models: list[ServedModel]) -> list[ServedModel]:
@@ -71,28 +72,6 @@ def default_pair(models: list[ServedModel], assistant: str) -> tuple[str, str] |
     if len(usable) < 2:
         return None
     return usable[0].name, usable[1].name
-
-
-def adapter_version(name: str, adapters_dir: Path | None = None) -> str:
-    """sha256 prefix of the adapter's weights when ``name`` is a folder of the adapters
-    directory; "base" otherwise (the base model, or an adapter we cannot see)."""
-    folder = (adapters_dir or settings().adapters_dir) / name
-    weights = folder / "adapter_model.safetensors"
-    try:
-        stat = weights.stat()
-    except OSError:
-        return "base"
-    return _file_digest(str(weights), stat.st_mtime_ns, stat.st_size)
-
-
-@lru_cache(maxsize=64)
-def _file_digest(path: str, mtime_ns: int, size: int) -> str:
-    # mtime and size are part of the cache key, so a retrained adapter is hashed again.
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()[:12]
 
 
 class Endpoint:
@@ -121,7 +100,8 @@ class Endpoint:
                 f"the endpoint {self.api_base} is not reachable ({type(error).__name__}). Start "
                 "it with `qtune serve` (or `qtune up`), then press Refresh."
             ) from error
-        return sort_models([parse_model(m.id, getattr(m, "parent", None)) for m in listing.data])
+        return sort_models([parse_model(m.id, getattr(m, "parent", None),
+                                        getattr(m, "root", None)) for m in listing.data])
 
     def stream_chat(
         self, model: str, messages: list[dict], temperature: float, max_tokens: int

@@ -1,172 +1,67 @@
-"""Leaderboard maths: win rates and Bradley–Terry ratings on the Elo scale (pure computation).
-
-Follows Chatbot Arena's ``compute_mle_elo``: the Bradley–Terry model says model *i* beats
-model *j* with probability ``1 / (1 + BASE ** ((R_j - R_i) / SCALE))``; the ratings are the
-maximum-likelihood fit of a logistic regression on the pairwise outcomes, a tie counting as
-half a win for each side. Ratings are shifted so that their mean is ``INIT_RATING``. A tiny
-L2 penalty (``l2``) keeps them finite when a model has never lost (Arena relies on the
-solver's tolerance for that); pass ``l2=0`` for the plain MLE.
-
-Confidence intervals come from the bootstrap: resample the votes with replacement, refit,
-and take the 2.5 and 97.5 percentiles of each model's rating.
-"""
+"""The Leaderboard view: Bradley-Terry ratings with bootstrap intervals per assistant."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import gradio as gr
+from qtune.feedback import leaderboard as lb
+from qtune.feedback.store import FeedbackWriteError
+from qtune.ui.endpoint import parse_model
+from qtune.ui.state import UIState
 
-import numpy as np
-from scipy.optimize import minimize
-
-SCALE = 400.0
-BASE = 10.0
-INIT_RATING = 1000.0
-DEFAULT_L2 = 1e-4
-
-#: Outcome label -> score of model_a (Chatbot Arena's labels).
-SCORE_A = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5, "tie (bothbad)": 0.5}
+LEADERBOARD_HEADERS = ["Rank", "Model", "Kind", "Rating", "95% CI", "Win rate", "Votes",
+                       "W / L / T"]
 
 
-@dataclass(frozen=True)
-class Battle:
-    model_a: str
-    model_b: str
-    winner: str
+def rating_plot(standings: list[lb.Standing], assistant: str):
+    """Ratings with their intervals, best on top (a matplotlib Figure, not pyplot)."""
+    if not standings:
+        return None
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 0.6 * len(standings) + 1.2), layout="constrained")
+    axes = figure.subplots()
+    ordered = list(reversed(standings))
+    ratings = [s.rating for s in ordered]
+    errors = [[s.rating - s.ci_low for s in ordered], [s.ci_high - s.rating for s in ordered]]
+    axes.errorbar(ratings, range(len(ordered)), xerr=errors, fmt="o", capsize=4)
+    axes.set_yticks(range(len(ordered)), [f"{s.model} ({s.votes})" for s in ordered])
+    axes.axvline(lb.INIT_RATING, color="grey", linewidth=0.8, linestyle=":")
+    axes.set_xlabel("Bradley–Terry rating (Elo scale), 95% bootstrap interval")
+    axes.set_title(f"{assistant} assistant")
+    return figure
 
 
-@dataclass
-class Standing:
-    model: str
-    rating: float
-    ci_low: float
-    ci_high: float
-    votes: int
-    wins: int
-    losses: int
-    ties: int
 
-    @property
-    def win_rate(self) -> float:
-        """Share of a model's battles it won, ties counted as half."""
-        return (self.wins + 0.5 * self.ties) / self.votes if self.votes else float("nan")
+class LeaderboardHandlers(UIState):
+    """Event handler of the Leaderboard tab."""
 
-
-def battles_from_votes(votes: Iterable[Mapping]) -> list[Battle]:
-    """Keep the fields the leaderboard needs; skip votes with an unknown winner or a model
-    compared with itself (they carry no information)."""
-    return [
-        Battle(v["model_a"], v["model_b"], v["winner"])
-        for v in votes
-        if v["winner"] in SCORE_A and v["model_a"] != v["model_b"]
-    ]
+    def leaderboard(self, assistant: str):
+        try:
+            votes = self.store.votes(assistant)
+        except FeedbackWriteError as error:
+            return [], None, f"Cannot read the votes: {error}"
+        standings = lb.leaderboard(votes, rounds=self.bootstrap_rounds)
+        rows = [
+            [rank, s.model, parse_model(s.model).label, round(s.rating, 1),
+             f"{s.ci_low:.0f} – {s.ci_high:.0f}", f"{100 * s.win_rate:.1f}%", s.votes,
+             f"{s.wins} / {s.losses} / {s.ties}"]
+            for rank, s in enumerate(standings, start=1)
+        ]
+        counted = len(lb.battles_from_votes(votes))
+        summary = (f"**{assistant}**: {counted} votes between {len(standings)} models "
+                   f"(ratings: Bradley–Terry on the Elo scale, mean 1000; 95% bootstrap "
+                   f"intervals from {self.bootstrap_rounds} resamples).")
+        if not standings:
+            summary = f"**{assistant}**: no votes yet. Vote in the Compare tab."
+        return rows, rating_plot(standings, assistant), summary
 
 
-def _pair_scores(battles: list[Battle], index: dict[str, int]) -> tuple[np.ndarray, ...]:
-    """Aggregate battles into (i, j, score of i, count) per ordered pair seen."""
-    totals: dict[tuple[int, int], list[float]] = {}
-    for battle in battles:
-        key = (index[battle.model_a], index[battle.model_b])
-        entry = totals.setdefault(key, [0.0, 0.0])
-        entry[0] += SCORE_A[battle.winner]
-        entry[1] += 1.0
-    pairs = np.array(list(totals), dtype=int).reshape(-1, 2)
-    scores = np.array([v[0] for v in totals.values()])
-    counts = np.array([v[1] for v in totals.values()])
-    return pairs[:, 0], pairs[:, 1], scores, counts
+
+def leaderboard_tab() -> dict:
+    summary = gr.Markdown(elem_id="board-summary")
+    refresh = gr.Button("Recompute", elem_id="board-refresh")
+    table = gr.Dataframe(headers=LEADERBOARD_HEADERS, interactive=False, elem_id="board-table")
+    plot = gr.Plot(label="Ratings", elem_id="board-plot")
+    return dict(summary=summary, refresh=refresh, table=table, plot=plot)
 
 
-def fit_ratings(
-    battles: list[Battle], models: list[str] | None = None, l2: float = DEFAULT_L2
-) -> dict[str, float]:
-    """Bradley–Terry ratings (Elo scale, mean ``INIT_RATING``) by maximum likelihood."""
-    models = models or sorted({b.model_a for b in battles} | {b.model_b for b in battles})
-    index = {model: k for k, model in enumerate(models)}
-    if len(models) < 2 or not battles:
-        return {model: INIT_RATING for model in models}
-    i, j, scores, counts = _pair_scores(battles, index)
-
-    def loss_and_grad(beta: np.ndarray) -> tuple[float, np.ndarray]:
-        # beta in natural-log units: P(i beats j) = sigmoid(beta_i - beta_j).
-        margin = beta[i] - beta[j]
-        log_p = -np.logaddexp(0.0, -margin)
-        log_q = -np.logaddexp(0.0, margin)
-        loss = -(scores * log_p + (counts - scores) * log_q).sum() + 0.5 * l2 * beta @ beta
-        residual = counts / (1.0 + np.exp(-margin)) - scores  # d loss / d margin
-        grad = l2 * beta
-        np.add.at(grad, i, residual)
-        np.add.at(grad, j, -residual)
-        return float(loss), grad
-
-    result = minimize(
-        loss_and_grad, np.zeros(len(models)), jac=True, method="L-BFGS-B",
-        options={"gtol": 1e-10, "ftol": 1e-14, "maxiter": 1000},
-    )
-    beta = result.x - result.x.mean()
-    elo = INIT_RATING + SCALE / math.log(BASE) * beta
-    return dict(zip(models, elo.tolist(), strict=True))
-
-
-def bootstrap_ratings(
-    battles: list[Battle],
-    models: list[str],
-    rounds: int = 200,
-    seed: int = 0,
-    l2: float = DEFAULT_L2,
-) -> np.ndarray:
-    """Ratings refitted on ``rounds`` resamples of the votes: array (rounds, len(models))."""
-    rng = np.random.default_rng(seed)
-    samples = np.empty((rounds, len(models)))
-    for r in range(rounds):
-        picks = rng.integers(0, len(battles), len(battles))
-        ratings = fit_ratings([battles[k] for k in picks], models, l2)
-        samples[r] = [ratings[m] for m in models]
-    return samples
-
-
-def leaderboard(
-    votes: Iterable[Mapping], rounds: int = 200, seed: int = 0, l2: float = DEFAULT_L2
-) -> list[Standing]:
-    """Standings sorted by rating, with bootstrap 95% intervals and win/loss/tie counts."""
-    battles = battles_from_votes(votes)
-    models = sorted({b.model_a for b in battles} | {b.model_b for b in battles})
-    if not models:
-        return []
-    ratings = fit_ratings(battles, models, l2)
-    samples = bootstrap_ratings(battles, models, rounds, seed, l2)
-    low, high = np.percentile(samples, [2.5, 97.5], axis=0)
-    standings = []
-    for k, model in enumerate(models):
-        wins = losses = ties = 0
-        for battle in battles:
-            if model not in (battle.model_a, battle.model_b):
-                continue
-            score = SCORE_A[battle.winner]
-            score = score if battle.model_a == model else 1.0 - score
-            wins += score == 1.0
-            losses += score == 0.0
-            ties += score == 0.5
-        standings.append(
-            Standing(model, ratings[model], float(low[k]), float(high[k]),
-                     wins + losses + ties, wins, losses, ties)
-        )
-    return sorted(standings, key=lambda s: s.rating, reverse=True)
-
-
-def win_rate_matrix(votes: Iterable[Mapping]) -> tuple[list[str], np.ndarray]:
-    """Row model's share of wins (ties half) against the column model; NaN where never met."""
-    battles = battles_from_votes(votes)
-    models = sorted({b.model_a for b in battles} | {b.model_b for b in battles})
-    index = {m: k for k, m in enumerate(models)}
-    won = np.zeros((len(models), len(models)))
-    met = np.zeros_like(won)
-    for battle in battles:
-        a, b = index[battle.model_a], index[battle.model_b]
-        score = SCORE_A[battle.winner]
-        won[a, b] += score
-        won[b, a] += 1.0 - score
-        met[a, b] += 1
-        met[b, a] += 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return models, np.where(met > 0, won / np.maximum(met, 1), np.nan)

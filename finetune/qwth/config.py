@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from qtune.adapter_format import VLLM_LORA_RANKS
 from qtune.errors import QtuneError
 
-#: LoRA ranks vLLM accepts for an adapter (``--max-lora-rank`` choices).
-SUPPORTED_RANKS = (8, 16, 32, 64, 128, 256)
 #: Ways to differentiate the circuit; "auto" picks per device (see ``resolve_diff_method``).
 DIFF_METHODS = ("auto", "adjoint", "backprop", "parameter-shift")
 MAX_QUBITS = 24
@@ -28,10 +27,11 @@ class QWTHConfig:
     tt_rank: bond dimension R of the tensor-train (MPO) cores of every A and B.
     n_factors: how many factors each row / column dimension is split into (cores per matrix).
     n_qubits, circuit_layers: size of the one circuit that weights every bond.
-    device, diff_method, shots: where and how the circuit runs (PennyLane device name;
-        shots=None gives exact probabilities, an int gives sampled ones).
+    device, diff_method, shots: where and how the circuit runs (any installed PennyLane
+        device, e.g. lightning.qubit, lightning.gpu or a hardware plugin; shots=None gives
+        exact probabilities, an int sampled ones, differentiated by parameter shift).
     fusion_init: initial (lambda_classical, lambda_quantum) of every adapted layer.
-    seed: seeds the initial cores and circuit angles.
+    seed: seeds the initial cores and circuit angles (a training run sets it to its own seed).
     """
 
     r: int = 8
@@ -76,9 +76,9 @@ class QWTHConfig:
 
     def validate(self, check_device: bool = True) -> QWTHConfig:
         """Raise QtuneError on values the adapter or vLLM cannot use; return self."""
-        if self.r not in SUPPORTED_RANKS:
+        if self.r not in VLLM_LORA_RANKS:
             raise QtuneError(
-                f"rank r={self.r} is not supported: vLLM serves LoRA ranks {SUPPORTED_RANKS}"
+                f"rank r={self.r} is not supported: vLLM serves LoRA ranks {VLLM_LORA_RANKS}"
             )
         if not self.lora_alpha > 0:
             raise QtuneError(f"lora_alpha must be positive, got {self.lora_alpha}")

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from qtune.ui.leaderboard import (
+from qtune.feedback.leaderboard import (
     Battle,
     battles_from_votes,
     fit_ratings,

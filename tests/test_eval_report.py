@@ -1,4 +1,4 @@
-"""`qtune bench --no-eval`: the report from adapter folders' own files (no model, no server)."""
+"""`qtune report --no-eval` (and its old name `qtune bench`): the report from adapter folders' own files (no model, no server)."""
 
 from __future__ import annotations
 
@@ -37,13 +37,15 @@ def _adapter(root: Path, name: str, trainable: int, losses: list[float], compact
             writer.writerow([step, loss, loss if step == len(losses) else "", 1e-4, step])
 
 
-def test_bench_report_from_adapter_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("command", ["report", "bench"])  # bench: the old name, an alias
+def test_report_from_adapter_files(command: str, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture) -> None:
     adapters = tmp_path / "adapters"
     # QWTH: 100 of LoRA's 400 parameters, and a higher training loss (it must say so).
     _adapter(adapters, "math-lora", 400, [2.0, 1.5, 1.0], compact=0)
     _adapter(adapters, "math-qwth", 100, [2.0, 1.6, 1.2, 1.1], compact=2048)
     output = tmp_path / "docs" / "results.md"
-    argv = ["bench", "--no-eval", "--adapters-dir", str(adapters), "--output", str(output)]
+    argv = [command, "--no-eval", "--adapters-dir", str(adapters), "--output", str(output)]
     assert main(argv) == 0
 
     report = output.read_text()

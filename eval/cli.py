@@ -1,21 +1,21 @@
-"""`qtune eval` (score served assistants) and `qtune bench` (the whole comparison ->
-docs/results.md)."""
+"""`qtune eval` (score served assistants) and `qtune report` (the whole comparison ->
+docs/results.md; `qtune bench` is its old name, kept as an alias for one release)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
 
-TASK_CHOICES = ("math", "counselling", "all")
+from qtune.vocab import ASSISTANTS
+
+TASK_CHOICES = (*ASSISTANTS, "all")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     _register_eval(subparsers)
-    _register_bench(subparsers)
+    _register_report(subparsers)
 
 
 def _endpoint_options(parser: argparse.ArgumentParser) -> None:
@@ -116,9 +116,10 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_eval)
 
 
-def _register_bench(subparsers: argparse._SubParsersAction) -> None:
+def _register_report(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "bench",
+        "report",
+        aliases=["bench"],
         help="compare base, LoRA and QWTH for both assistants and write docs/results.md",
         description=(
             "Run the whole comparison for the math and counselling assistants (base model, "
@@ -149,14 +150,14 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
         help="only the figures from the adapters' files (no server, no model)",
     )
     _endpoint_options(parser)
-    parser.set_defaults(func=_bench)
+    parser.set_defaults(func=_report)
 
 
 # --------------------------------------------------------------------------- eval
 
 
 def _options(args: argparse.Namespace, tasks: tuple[str, ...]):  # -> EvalOptions
-    from qtune.finetune.evaluate import EvalOptions
+    from qtune.eval.evaluate import EvalOptions
 
     return EvalOptions(
         tasks=tasks,
@@ -176,12 +177,12 @@ def _options(args: argparse.Namespace, tasks: tuple[str, ...]):  # -> EvalOption
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from qtune.finetune import evaluate
+    from qtune.eval import evaluate
 
     from qtune.config import DEFAULT_BASE_MODEL, settings
     from qtune.errors import QtuneError
 
-    tasks = ("math", "counselling") if args.task == "all" else (args.task,)
+    tasks = ASSISTANTS if args.task == "all" else (args.task,)
     options = _options(args, tasks)
     needs_endpoint = "math" in tasks or options.generate
     api_key = args.api_key or settings().api_key
@@ -216,31 +217,16 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- bench
+# --------------------------------------------------------------------------- report
 
 
-def load_run_comparison() -> ModuleType:
-    """bench/run_comparison.py of the source checkout (bench/ is not an installed package)."""
-    from qtune.config import PROJECT_ROOT
-    from qtune.errors import QtuneError
+def _report(args: argparse.Namespace) -> int:
+    from qtune.eval.report.writer import run
 
-    path = PROJECT_ROOT / "bench" / "run_comparison.py"
-    if not path.is_file():
-        raise QtuneError(f"{path} not found: `qtune bench` runs from a source checkout of qtune")
-    spec = importlib.util.spec_from_file_location("qtune_bench_run_comparison", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-def _bench(args: argparse.Namespace) -> int:
     from qtune.config import settings
 
-    run_comparison = load_run_comparison()
-    options = _options(args, ("math", "counselling"))
-    return run_comparison.run(
+    options = _options(args, ASSISTANTS)
+    return run(
         options,
         api_base=args.api_base,
         api_key=args.api_key or settings().api_key,

@@ -1,0 +1,118 @@
+"""Training data as batches: records in a seeded order that depends only on (seed, step),
+right-padded micro-batches, and the fixed held-out slice every run is scored on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from qtune.finetune.config import TrainConfig
+
+from qtune.errors import QtuneError
+from qtune.vocab import IGNORE_INDEX
+
+#: The evaluation slice is drawn with its own fixed seed so that every run (any method,
+#: any training seed) is scored on the same examples.
+EVAL_SAMPLE_SEED = 1234
+
+
+def load_records(task: str, split: str) -> list[dict]:
+    """The task's records, with a clear error when the dataset is missing."""
+    from qtune.data.datasets import load_task
+
+    try:
+        records = list(load_task(task, split))
+    except (FileNotFoundError, OSError) as error:
+        raise QtuneError(
+            f"cannot load the {task} {split} split: {error}. Set QTUNE_DATA_DIR to the "
+            "datasets folder (see `qtune data --help`)."
+        ) from error
+    if not records:
+        raise QtuneError(f"the {task} {split} split is empty")
+    return records
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def label_tokens(self) -> int:
+        """Tokens that carry loss (the label of position t is predicted from t-1)."""
+        return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device),
+                     self.labels.to(device))
+
+
+def collate(examples: list[dict], pad_id: int) -> Batch:
+    """Right-pad one micro-batch to its longest example (labels padded with IGNORE_INDEX)."""
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example["input_ids"])
+        ids[row, :n] = torch.tensor(example["input_ids"])
+        mask[row, :n] = 1
+        labels[row, :n] = torch.tensor(example["labels"])
+    return Batch(ids, mask, labels)
+
+
+class ExampleStream:
+    """Training examples in a seeded order that depends only on (seed, position).
+
+    The stream concatenates one permutation of the split per epoch. Optimizer step
+    ``s`` consumes ``batch_size * grad_accum * world`` consecutive positions; process
+    ``rank`` takes its own micro-batches among them. Tokenisation happens on first use.
+    """
+
+    def __init__(self, task: str, records: list[dict], tokenizer, config: TrainConfig):
+        self.task, self.records, self.tokenizer, self.config = task, records, tokenizer, config
+        self._permutations: dict[int, list[int]] = {}
+        self._tokenized: dict[int, dict] = {}
+
+    def _index(self, position: int) -> int:
+        epoch, offset = divmod(position, len(self.records))
+        if epoch not in self._permutations:
+            generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+            self._permutations[epoch] = torch.randperm(len(self.records), generator=generator).tolist()
+        return self._permutations[epoch][offset]
+
+    def tokenized(self, index: int) -> dict:
+        if index not in self._tokenized:
+            self._tokenized[index] = tokenize_record(
+                self.tokenizer, self.task, self.records[index], self.config.seq_len
+            )
+        return self._tokenized[index]
+
+    def micro_batch(self, step: int, micro: int, rank: int, world: int) -> Batch:
+        size = self.config.batch_size
+        start = step * size * self.config.grad_accum * world + (micro * world + rank) * size
+        examples = [self.tokenized(self._index(p)) for p in range(start, start + size)]
+        return collate(examples, pad_token_id(self.tokenizer))
+
+
+def tokenize_record(tokenizer, task: str, record: dict, seq_len: int) -> dict:
+    from qtune.data.prompts import example_messages, tokenize_for_training
+
+    return tokenize_for_training(tokenizer, example_messages(task, record), seq_len)
+
+
+def pad_token_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def eval_batches(records: list[dict], tokenizer, config: TrainConfig, rank: int,
+                 world: int) -> list[Batch]:
+    """This process's share of the fixed evaluation slice, as micro-batches."""
+    generator = torch.Generator().manual_seed(EVAL_SAMPLE_SEED)
+    order = torch.randperm(len(records), generator=generator).tolist()
+    chosen = order[: config.eval_batches * config.batch_size][rank::world]
+    examples = [tokenize_record(tokenizer, config.task, records[i], config.seq_len) for i in chosen]
+    size = config.batch_size
+    return [collate(examples[i:i + size], pad_token_id(tokenizer))
+            for i in range(0, len(examples), size)]

@@ -1,0 +1,82 @@
+"""What a finished run leaves in its folder: the adapter (PEFT export, and QWTH's compact
+form), log.csv, metrics.json, the loss plot and the model card."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from qtune.finetune.checkpoint import RunState
+from qtune.finetune.config import TrainConfig
+
+from qtune import adapter_format as fmt
+
+log = logging.getLogger(__name__)
+
+
+def machine_description(accelerator) -> str:
+    cores = os.cpu_count() or 0
+    device = str(accelerator.device)
+    if accelerator.device.type == "cuda":
+        device = torch.cuda.get_device_name(accelerator.device)
+    return (f"{platform.machine()} with {cores} CPU cores, {device}, "
+            f"{accelerator.num_processes} process(es) x {torch.get_num_threads()} torch threads")
+
+
+def run_metrics(config: TrainConfig, state: RunState, n_trainable: int, lora_reference: int,
+             base_name: str, accelerator) -> dict[str, Any]:
+    trained = [r for r in state.history if r.get("train_loss") is not None]
+    evals = [r for r in state.history if r.get("eval_loss") is not None]
+    tail = [r["train_loss"] for r in trained[-10:]]
+    world = accelerator.num_processes
+    return {
+        "task": config.task, "method": config.method, "base_model": base_name,
+        "steps": state.step, "batch_size": config.batch_size, "grad_accum": config.grad_accum,
+        "num_processes": world, "seq_len": config.seq_len,
+        "examples_seen": state.step * config.batch_size * config.grad_accum * world,
+        "tokens_seen": state.tokens, "assistant_tokens_seen": state.label_tokens,
+        "train_split": "train", "eval_split": config.eval_split,
+        "initial_eval_loss": evals[0]["eval_loss"] if evals else None,
+        "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "final_train_loss": trained[-1]["train_loss"] if trained else None,
+        "final_train_loss_mean10": sum(tail) / len(tail) if tail else None,
+        "wall_seconds": round(state.elapsed, 1),
+        "seconds_per_step": round(state.elapsed / max(1, len(trained)), 3),
+        "machine": machine_description(accelerator),
+        "trainable_parameters": n_trainable,
+        "same_rank_lora_parameters": lora_reference,
+        "percent_of_same_rank_lora": round(100.0 * n_trainable / lora_reference, 4)
+        if lora_reference else None,
+    }
+
+
+def write_outputs(model, config: TrainConfig, output: Path, base_name: str,
+                   metrics: dict[str, Any], state: RunState) -> None:
+    from qtune.finetune.card import write_card
+    from qtune.finetune.plots import plot_losses
+
+    if config.method == "qwth":
+        from qtune.finetune.qwth import export_peft
+
+        compact = output / fmt.QWTH_DIR
+        model.save_compact(compact)
+        export_peft(model, output, base_name)
+        metrics["compact_bytes"] = fmt.folder_bytes(compact)
+        metrics["compact_path"] = f"{fmt.QWTH_DIR}/"
+    else:
+        from qtune.finetune.lora import save_lora
+
+        save_lora(model, output, base_name)
+        metrics["compact_bytes"] = (output / fmt.PEFT_WEIGHTS_FILE).stat().st_size
+        metrics["compact_path"] = fmt.PEFT_WEIGHTS_FILE
+    metrics["peft_bytes"] = (output / fmt.PEFT_WEIGHTS_FILE).stat().st_size
+    fmt.write_log(state.history, output / fmt.LOG_FILE)
+    fmt.write_json(output / fmt.METRICS_FILE, metrics)
+    plot_losses(state.history, output / fmt.LOSS_PLOT_FILE,
+                title=f"{config.task} / {config.method}")
+    write_card(output, config, metrics)  # after PEFT's save, which writes its own README
+    log.info("adapter written to %s", output)

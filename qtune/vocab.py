@@ -1,0 +1,34 @@
+"""The words every part of qtune shares, named once.
+
+Tasks are the data sets a run can train on; assistants are the two products the UI and
+the report show; methods are the adapter kinds the trainer builds. Served adapter names
+follow ``<assistant>-<method>`` (``math-qwth``), which is how the UI and the report pair a
+quantum-tuned adapter with its baseline.
+"""
+
+from __future__ import annotations
+
+#: Data sets a fine-tuning run can use (``qtune finetune --task``).
+TASKS: tuple[str, ...] = ("math", "counselling", "cpsycound")
+#: The assistants users meet (CPsyCounD trains a counselling assistant too).
+ASSISTANTS: tuple[str, ...] = ("math", "counselling")
+#: Adapter kinds the trainer builds: the quantum-weighted tensor hybrid and its baseline.
+METHODS: tuple[str, ...] = ("qwth", "lora")
+#: How each method is called in tables and the UI.
+METHOD_LABELS: dict[str, str] = {"qwth": "QWTH", "lora": "LoRA"}
+#: Held-out split used for the evaluation loss of each task (GSM8K has no official dev
+#: split; the data loader carves one out of train).
+EVAL_SPLITS: dict[str, str] = {"math": "dev", "counselling": "validation", "cpsycound": "test"}
+#: Label of tokens that carry no loss (PyTorch's cross-entropy ignore index).
+IGNORE_INDEX = -100
+
+
+def adapter_name(assistant: str, method: str) -> str:
+    """The served (and folder) name of an assistant's adapter: ``math-qwth``."""
+    return f"{assistant}-{method}"
+
+
+#: The adapters shipped in adapters/, in training order (configs/<name>.toml each).
+SHIPPED_ADAPTERS: tuple[str, ...] = tuple(
+    adapter_name(assistant, method) for assistant in ASSISTANTS for method in METHODS
+)

@@ -1,0 +1,135 @@
+"""The Chat view: one assistant, one model, streamed; stop, retry, undo, clear, thumbs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+from qtune.feedback.store import FeedbackWriteError, new_conversation_id
+from qtune.ui.endpoint import EndpointError
+from qtune.ui.safety import CRISIS_RESOURCES
+from qtune.ui.state import DOWN, UP, ChatSession, UIState
+
+
+class ChatHandlers(UIState):
+    """Event handlers of the Chat tab."""
+
+    def clear_chat(self):
+        return [], ChatSession(), gr.update(visible=False), ""
+
+    def chat_submit(self, text: str, session: ChatSession, assistant: str):
+        text = self.check_input(text)
+        if not session.conversation_id or session.assistant != assistant:
+            session = ChatSession(conversation_id=new_conversation_id(), assistant=assistant)
+        session.append("user", text)
+        return "", session.history, session, self._chat_safety(session)
+
+    def _chat_safety(self, session: ChatSession):
+        return self.safety_update([m["content"] for m in session.history if m["role"] == "user"])
+
+    def chat_stream(
+        self, session: ChatSession, model: str, system_prompt: str, temperature: float,
+        max_tokens: int,
+    ) -> Iterator[tuple[list[dict], ChatSession, Any]]:
+        if not session.history or session.history[-1]["role"] != "user":
+            yield session.history, session, gr.update()
+            return
+        if not model:
+            raise gr.Error("No model is selected: is the endpoint running? Press Refresh models.")
+        messages = [{"role": "system", "content": system_prompt}] + list(session.history)
+        session.append("assistant", "", model)
+        session.stop_requested = False
+        answer = session.history[-1]
+        status = gr.update()
+        try:
+            for piece in self.endpoint.stream_chat(model, messages, temperature, int(max_tokens)):
+                answer["content"] += piece
+                yield session.history, session, gr.update()
+                if session.stop_requested:
+                    break
+            status = f"{UP} `{self.endpoint.api_base}` · {model} answered"
+        except EndpointError as error:
+            gr.Warning(str(error))
+            status = f"{DOWN} {error}"
+            if not answer["content"]:
+                session.pop()  # keep the question so Retry can send it again
+        self.persist_chat(session)
+        yield session.history, session, status
+
+    def persist_chat(self, session: ChatSession) -> None:
+        """Store the messages not stored yet; on failure warn and try again next time."""
+        try:
+            if not session.stored_conversation:
+                self.store.start_conversation(session.assistant, "chat", session.conversation_id)
+                session.stored_conversation = True
+            for index, message in enumerate(session.history):
+                if session.ids[index] is not None or not message["content"]:
+                    continue
+                model = session.models[index]
+                session.ids[index] = self.store.add_message(
+                    session.conversation_id, message["role"], message["content"], model,
+                    self.version(model) if model else None,
+                )
+        except FeedbackWriteError as error:
+            gr.Warning(f"The conversation was not saved: {error}")
+
+    def chat_stop(self, session: ChatSession) -> ChatSession:
+        session.stop_requested = True
+        return session
+
+    def chat_retry(self, session: ChatSession):
+        """Drop the last answer so that the question is asked again."""
+        if session.history and session.history[-1]["role"] == "assistant":
+            session.pop()
+        if not session.history:
+            raise gr.Error("Nothing to retry yet.")
+        return session.history, session
+
+    def chat_undo(self, session: ChatSession):
+        """Remove the last question and its answer; put the question back in the textbox."""
+        if session.history and session.history[-1]["role"] == "assistant":
+            session.pop()
+        text = session.pop()["content"] if session.history else ""
+        return session.history, session, text, self._chat_safety(session)
+
+    def chat_rate(self, session: ChatSession, data: gr.LikeData):
+        index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+        liked = data.liked
+        rating = 1 if liked in (True, "Like") else -1 if liked in (False, "Dislike") else 0
+        if not rating or not 0 <= index < len(session.history):
+            return
+        if session.history[index]["role"] != "assistant":
+            return
+        self.persist_chat(session)
+        message_id = session.ids[index]
+        if message_id is None:
+            return  # persist_chat has already warned
+        try:
+            self.store.rate_message(message_id, rating)
+        except FeedbackWriteError as error:
+            gr.Warning(f"Your rating was not saved: {error}")
+            return
+        gr.Info("Thanks, rating saved.", duration=2)
+
+
+def chat_tab(ui: ChatHandlers) -> dict:
+    model = gr.Dropdown([], label="Model", elem_id="chat-model")
+    with gr.Row():
+        chatbot = gr.Chatbot([], label="Chat", height=460, elem_id="chat-bot", scale=3,
+                             buttons=["copy"])
+        with gr.Column(scale=1, visible=False, elem_id="chat-safety") as safety:
+            gr.Markdown(CRISIS_RESOURCES)
+    text = gr.Textbox(placeholder="Ask something… (Enter sends)", show_label=False,
+                      elem_id="chat-input", max_lines=8)
+    with gr.Row():
+        send = gr.Button("Send", variant="primary", elem_id="chat-send")
+        stop = gr.Button("Stop", elem_id="chat-stop")
+        retry = gr.Button("Retry", elem_id="chat-retry")
+        undo = gr.Button("Undo", elem_id="chat-undo")
+        clear = gr.Button("Clear", elem_id="chat-clear")
+    session = gr.State(ChatSession())
+    return dict(model=model, chatbot=chatbot, safety=safety, text=text, send=send, stop=stop,
+                retry=retry, undo=undo, clear=clear, session=session)
+
+

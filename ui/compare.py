@@ -1,0 +1,231 @@
+"""The Compare view: one prompt to two models at once, blind by default, and the vote."""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+from qtune.feedback.store import FeedbackWriteError, Vote, new_conversation_id
+from qtune.ui.endpoint import EndpointError
+from qtune.ui.safety import CRISIS_RESOURCES
+from qtune.ui.state import DOWN, CompareSession, UIState
+
+VOTE_BUTTONS = (
+    ("← Left is better", "model_a"),
+    ("→ Right is better", "model_b"),
+    ("Tie", "tie"),
+    ("Both are bad", "tie (bothbad)"),
+)
+
+
+
+class CompareHandlers(UIState):
+    """Event handlers of the Compare tab, with the single vote handler."""
+
+    def clear_compare(self):
+        return (gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"),
+                CompareSession(), gr.update(visible=False), *self._vote_buttons(False), "")
+
+    @staticmethod
+    def _vote_buttons(enabled: bool) -> list:
+        return [gr.update(interactive=enabled) for _ in VOTE_BUTTONS]
+
+    def _side_updates(self, session: CompareSession, with_values: bool) -> tuple[Any, Any]:
+        """The two chatbots' labels (hidden names in blind mode until the vote)."""
+        if session.blind and not session.revealed:
+            labels = ("Model A", "Model B")
+        else:
+            labels = (self.label(session.left), self.label(session.right))
+        if not with_values:
+            return gr.update(label=labels[0]), gr.update(label=labels[1])
+        return (gr.update(value=session.left_history, label=labels[0]),
+                gr.update(value=session.right_history, label=labels[1]))
+
+    def compare_submit(
+        self, text: str, session: CompareSession, assistant: str, model_a: str, model_b: str,
+        blind: bool,
+    ):
+        text = self.check_input(text)
+        if not model_a or not model_b:
+            raise gr.Error("Choose two models (press Refresh models if the lists are empty).")
+        if session.pending_vote is not None:
+            gr.Info("The previous answers were not voted on; continuing without a vote.")
+        if not session.conversation_id or session.assistant != assistant or {
+            session.left, session.right} != {model_a, model_b}:
+            sides = [model_a, model_b]
+            if blind:
+                random.shuffle(sides)  # blind: which side is which must not be guessable
+            session = CompareSession(
+                conversation_id=new_conversation_id(), assistant=assistant,
+                left=sides[0], right=sides[1], blind=bool(blind),
+            )
+            if model_a == model_b:
+                gr.Warning("Both sides use the same model: the vote will not count on the "
+                           "leaderboard.")
+        session.pending_vote = None
+        for history in (session.left_history, session.right_history):
+            history.append({"role": "user", "content": text})
+        left, right = self._side_updates(session, with_values=True)
+        safety = self.safety_update(
+            [m["content"] for m in session.left_history if m["role"] == "user"])
+        return ("", left, right, session, safety, *self._vote_buttons(False), "")
+
+    def compare_stream(
+        self, session: CompareSession, system_prompt: str, temperature: float, max_tokens: int,
+    ):
+        if not session.left_history or session.left_history[-1]["role"] != "user":
+            yield session.left_history, session.right_history, session, gr.update()
+            return
+        system = [{"role": "system", "content": system_prompt}]
+        jobs = [
+            (session.left, system + list(session.left_history)),
+            (session.right, system + list(session.right_history)),
+        ]
+        histories = (session.left_history, session.right_history)
+        answers = [{"role": "assistant", "content": ""}, {"role": "assistant", "content": ""}]
+        for history, answer in zip(histories, answers, strict=True):
+            history.append(answer)
+        session.stop_requested = False
+        errors: list[str] = []
+        for side, piece, error in self._stream_both(jobs, session, temperature, int(max_tokens)):
+            if error is not None:
+                errors.append(f"{'left' if side == 0 else 'right'} side: {error}")
+                gr.Warning(str(error))
+                continue
+            answers[side]["content"] += piece
+            yield session.left_history, session.right_history, session, gr.update()
+        if errors or not all(a["content"] for a in answers):
+            status = f"{DOWN} " + "; ".join(errors or ["a model returned an empty answer"])
+            yield session.left_history, session.right_history, session, status
+            return
+        self._persist_compare(session)
+        session.pending_vote = Vote(
+            conversation_id=session.conversation_id, assistant=session.assistant,
+            model_a=session.left, model_b=session.right, winner="tie",
+            prompt=session.left_history[-2]["content"],
+            answer_a=answers[0]["content"], answer_b=answers[1]["content"],
+            blind=session.blind and not session.revealed,
+            model_a_version=self.version(session.left),
+            model_b_version=self.version(session.right),
+        )
+        yield (session.left_history, session.right_history, session,
+               "Both answers are in: which one is better?")
+
+    def _stream_both(
+        self, jobs: list[tuple[str, list[dict]]], session: CompareSession, temperature: float,
+        max_tokens: int,
+    ) -> Iterator[tuple[int, str, Exception | None]]:
+        """Run both requests at once; yield (side, text piece, error) as they arrive."""
+        events: queue.Queue = queue.Queue()
+        finished = object()
+
+        def worker(side: int, model: str, messages: list[dict]) -> None:
+            try:
+                for piece in self.endpoint.stream_chat(model, messages, temperature, max_tokens):
+                    if session.stop_requested:
+                        break
+                    events.put((side, piece, None))
+            except EndpointError as error:
+                events.put((side, "", error))
+            finally:
+                events.put((side, finished, None))
+
+        for side, (model, messages) in enumerate(jobs):
+            threading.Thread(target=worker, args=(side, model, messages), daemon=True).start()
+        running = len(jobs)
+        while running:
+            side, piece, error = events.get()
+            if piece is finished:
+                running -= 1
+            else:
+                yield side, piece, error
+
+    def _persist_compare(self, session: CompareSession) -> None:
+        try:
+            if not session.stored_conversation:
+                self.store.start_conversation(
+                    session.assistant, "compare", session.conversation_id)
+                session.stored_conversation = True
+            cid = session.conversation_id
+            self.store.add_message(cid, "user", session.left_history[-2]["content"])
+            for model, history in ((session.left, session.left_history),
+                                   (session.right, session.right_history)):
+                self.store.add_message(cid, "assistant", history[-1]["content"], model,
+                                       self.version(model))
+        except FeedbackWriteError as error:
+            gr.Warning(f"The conversation was not saved: {error}")
+
+    def vote_buttons_for(self, session: CompareSession) -> list:
+        return self._vote_buttons(session.pending_vote is not None)
+
+    def compare_stop(self, session: CompareSession) -> CompareSession:
+        session.stop_requested = True
+        return session
+
+    def voter(self, winner: str):
+        """The click handler of one vote button."""
+
+        def handle(comment: str, session: CompareSession):
+            return self.vote(winner, comment, session)
+
+        return handle
+
+    def vote(self, winner: str, comment: str, session: CompareSession):
+        """Store the vote; on failure keep it and the buttons so the user can try again."""
+        vote = session.pending_vote
+        if vote is None:
+            gr.Warning("There is nothing to vote on: ask both models something first.")
+            return (session, gr.update(), *self._vote_buttons(False), gr.update(), gr.update(),
+                    gr.update())
+        vote.winner = winner
+        vote.comment = (comment or "").strip()
+        try:
+            vote_id = self.store.record_vote(vote)
+        except FeedbackWriteError as error:
+            gr.Warning(str(error))
+            message = f"**Vote not saved** — {error} Your vote is kept: press it again to retry."
+            return (session, message, *self._vote_buttons(True), gr.update(), gr.update(),
+                    gr.update())
+        session.pending_vote = None
+        session.revealed = True
+        label_left, label_right = self._side_updates(session, with_values=False)
+        verdict = dict((key, text) for text, key in VOTE_BUTTONS)[winner]
+        message = (f"Vote #{vote_id} saved ({verdict}). Left: **{self.label(session.left)}**, "
+                   f"right: **{self.label(session.right)}**. Ask a follow-up or press Clear.")
+        return session, message, *self._vote_buttons(False), label_left, label_right, ""
+
+
+def compare_tab(ui: CompareHandlers) -> dict:
+    with gr.Row():
+        model_a = gr.Dropdown([], label="First model", elem_id="compare-model-a")
+        model_b = gr.Dropdown([], label="Second model", elem_id="compare-model-b")
+        blind = gr.Checkbox(True, label="Blind (hide names until the vote)", elem_id="blind")
+    with gr.Row():
+        left = gr.Chatbot([], label="Model A", height=380, elem_id="compare-left",
+                          feedback_options=None, buttons=["copy"], scale=2)
+        right = gr.Chatbot([], label="Model B", height=380, elem_id="compare-right",
+                           feedback_options=None, buttons=["copy"], scale=2)
+        with gr.Column(scale=1, visible=False, elem_id="compare-safety") as safety:
+            gr.Markdown(CRISIS_RESOURCES)
+    text = gr.Textbox(placeholder="One prompt for both models… (Enter sends)", show_label=False,
+                      elem_id="compare-input", max_lines=8)
+    with gr.Row():
+        send = gr.Button("Send to both", variant="primary", elem_id="compare-send")
+        stop = gr.Button("Stop", elem_id="compare-stop")
+        clear = gr.Button("Clear", elem_id="compare-clear")
+    with gr.Row():
+        votes = [gr.Button(text, interactive=False, elem_id=f"vote-{key.split()[0]}"
+                           + ("-bad" if "bothbad" in key else ""))
+                 for text, key in VOTE_BUTTONS]
+    comment = gr.Textbox(label="Comment (optional, saved with the vote)", elem_id="comment")
+    vote_status = gr.Markdown(elem_id="vote-status")
+    session = gr.State(CompareSession())
+    return dict(model_a=model_a, model_b=model_b, blind=blind, left=left, right=right,
+                safety=safety, text=text, send=send, stop=stop, clear=clear, votes=votes,
+                comment=comment, vote_status=vote_status, session=session)
+
+

@@ -1,0 +1,164 @@
+"""State of the web UI: per-browser sessions (dataclasses) and what every view shares:
+the endpoint, the feedback store, the model lists and the input checks."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import gradio as gr
+from qtune.data.prompts import SYSTEM_PROMPTS
+from qtune.feedback.store import FeedbackStore, Vote
+from qtune.ui.endpoint import Endpoint, EndpointError, ServedModel, default_pair, parse_model
+from qtune.ui.safety import is_crisis
+
+from qtune.config import settings
+
+log = logging.getLogger(__name__)
+
+MAX_INPUT_CHARS = 4000
+#: Seconds between checks of an endpoint that is down.
+RECOVERY_POLL_S = 10.0
+#: Status line prefixes (plain symbols: they render without an emoji font).
+UP, DOWN = "●", "✖"
+DEFAULT_MAX_TOKENS = 256
+DEFAULT_TEMPERATURE = 0.7
+@dataclass
+class ChatSession:
+    """One browser tab's chat: plain messages, and the database id of each once stored."""
+
+    conversation_id: str = ""
+    assistant: str = ""
+    history: list[dict] = field(default_factory=list)
+    models: list[str | None] = field(default_factory=list)
+    ids: list[int | None] = field(default_factory=list)
+    stored_conversation: bool = False
+    stop_requested: bool = False
+
+    def append(self, role: str, content: str, model: str | None = None) -> None:
+        self.history.append({"role": role, "content": content})
+        self.models.append(model)
+        self.ids.append(None)
+
+    def pop(self) -> dict:
+        self.models.pop()
+        self.ids.pop()
+        return self.history.pop()
+
+
+@dataclass
+class CompareSession:
+    """One comparison: the two sides' conversations and the vote waiting to be stored."""
+
+    conversation_id: str = ""
+    assistant: str = ""
+    left: str = ""
+    right: str = ""
+    blind: bool = True
+    revealed: bool = False
+    left_history: list[dict] = field(default_factory=list)
+    right_history: list[dict] = field(default_factory=list)
+    stored_conversation: bool = False
+    pending_vote: Vote | None = None
+    stop_requested: bool = False
+
+
+class UIState:
+    """Holds the endpoint and the store; its methods are the Gradio event handlers."""
+
+    def __init__(
+        self,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        store: FeedbackStore | None = None,
+        bootstrap_rounds: int = 200,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        config = settings()
+        self.endpoint = Endpoint(api_base or config.api_base, api_key or config.api_key)
+        self.store = store or FeedbackStore()
+        #: served name -> weights version, as the endpoint last reported it (/v1/models)
+        self.versions: dict[str, str] = {}
+        self.bootstrap_rounds = bootstrap_rounds
+        self.max_tokens = max_tokens  # the slider's starting value
+
+    # --- models and status ---------------------------------------------------------------
+
+    def version(self, model: str) -> str:
+        """The weights version the server reported for ``model`` ("unknown" if never listed)."""
+        if model not in self.versions:
+            self._models()
+        return self.versions.get(model, "unknown")
+
+    def connected_text(self, models: list[ServedModel]) -> str:
+        return f"{UP} Connected to `{self.endpoint.api_base}` · {len(models)} models served"
+
+    def _models(self) -> tuple[list[ServedModel] | None, str]:
+        try:
+            models = self.endpoint.models()
+        except EndpointError as error:
+            return None, f"{DOWN} {error}"
+        self.versions.update({m.name: m.version for m in models})
+        return models, self.connected_text(models)
+
+    def refresh(self, assistant: str, chat_model: str, model_a: str, model_b: str):
+        """Re-read /v1/models; keep the user's choices when they are still served."""
+        models, status = self._models()
+        if models is None:
+            gr.Warning(status.removeprefix(f"{DOWN} "))
+            return gr.update(), gr.update(), gr.update(), status
+        usable = [m for m in models if m.serves(assistant)]
+        choices = [m.choice for m in usable]
+        names = [m.name for m in usable]
+        pair = (default_pair(models, assistant) or (names[0], names[0])) if names else None
+        chat_value = chat_model if chat_model in names else (pair[0] if pair else None)
+        a_value = model_a if model_a in names else (pair[0] if pair else None)
+        b_value = model_b if model_b in names else (pair[1] if pair else None)
+        if not names:
+            status += f" · none of them serves the {assistant} assistant"
+        return (
+            gr.update(choices=choices, value=chat_value),
+            gr.update(choices=choices, value=a_value),
+            gr.update(choices=choices, value=b_value),
+            status,
+        )
+
+    def recover(self, status: str, assistant: str, chat_model: str, model_a: str, model_b: str):
+        """Timer tick: while the endpoint is marked down, look again quietly; once it
+        answers, fill the model lists so the UI recovers without a page reload."""
+        unchanged = (gr.update(), gr.update(), gr.update(), gr.update())
+        if not (status or "").startswith(DOWN):
+            return unchanged
+        models, _ = self._models()
+        if models is None:
+            return unchanged
+        return self.refresh(assistant, chat_model, model_a, model_b)
+
+    def change_assistant(self, assistant: str):
+        """A new assistant: its system prompt, its models, and fresh conversations."""
+        chat, model_a, model_b, status = self.refresh(assistant, "", "", "")
+        return (SYSTEM_PROMPTS.get(assistant, ""), chat, model_a, model_b, status,
+                *self.clear_chat(), *self.clear_compare())
+
+    def label(self, name: str) -> str:
+        return f"{parse_model(name).label} · {name}"
+
+    # --- input checks --------------------------------------------------------------------
+
+    @staticmethod
+    def check_input(text: str) -> str:
+        text = (text or "").strip()
+        if not text:
+            raise gr.Error("Type a message first.", title="Empty message")
+        if len(text) > MAX_INPUT_CHARS:
+            raise gr.Error(
+                f"Your message has {len(text):,} characters; the limit is {MAX_INPUT_CHARS:,}. "
+                "Shorten it (the model's context is 2,048 tokens).",
+                title="Message too long",
+            )
+        return text
+
+    @staticmethod
+    def safety_update(session_texts: list[str]):
+        flagged = any(is_crisis(text) for text in session_texts)
+        return gr.update(visible=flagged)
