@@ -60,10 +60,10 @@ def write_outputs(model, config: TrainConfig, output: Path, base_name: str,
     from qtune.finetune.plots import plot_losses
 
     if config.method == "qwth":
-        from qtune.finetune.qwth import export_peft
+        from qtune.finetune.qwth import export_peft, save_compact
 
         compact = output / fmt.QWTH_DIR
-        model.save_compact(compact)
+        save_compact(model, compact)
         export_peft(model, output, base_name)
         metrics["compact_bytes"] = fmt.folder_bytes(compact)
         metrics["compact_path"] = f"{fmt.QWTH_DIR}/"

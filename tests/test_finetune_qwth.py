@@ -15,6 +15,7 @@ from qtune.finetune.qwth import (
     load_compact,
     lora_parameter_count,
     qwth_parameter_count,
+    save_compact,
 )
 from qtune.finetune.qwth.circuit import QuantumWeights
 from qtune.finetune.qwth.tensor import (
@@ -204,7 +205,7 @@ def test_compact_round_trip_gives_identical_logits(tiny_llama, input_ids, tmp_pa
     fresh = copy.deepcopy(tiny_llama)
     model = get_qwth_model(tiny_llama, small_config(seed=3))
     perturb(model)
-    model.save_compact(tmp_path)
+    save_compact(model, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} >= {
         "qwth_config.json", "qwth_model.safetensors", "qwth_metadata.json"}
     loaded = load_compact(fresh, tmp_path)
@@ -245,7 +246,7 @@ def test_all_projections_can_be_targeted(tiny_llama, input_ids):
 def test_adapter_for_another_base_model_is_refused(tiny_llama, tmp_path):
     model = get_qwth_model(tiny_llama, small_config())
     export_peft(model, tmp_path / "peft", "tiny")
-    model.save_compact(tmp_path / "compact")
+    save_compact(model, tmp_path / "compact")
     check_fits_base(tmp_path / "peft", tiny_llama.config)  # its own base: fine
     other = LlamaConfig(vocab_size=128, hidden_size=96, intermediate_size=128,
                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)

@@ -233,11 +233,6 @@ class QWTHModel(nn.Module):
         return {name: p.detach().cpu().contiguous().clone()
                 for name, p in self.named_parameters() if p.requires_grad}
 
-    def save_compact(self, folder) -> None:
-        from qtune.finetune.qwth.export import save_compact
-
-        save_compact(self, folder)
-
 
 def get_qwth_model(base_model: nn.Module, config: QWTHConfig | None = None) -> QWTHModel:
     """Wrap ``base_model`` (modified in place: targets become QWTHLinear layers)."""

@@ -1,0 +1,51 @@
+"""The structure docs/architecture.md promises: no import cycle, small files, and each
+shared fact (the adapter weight file's name, vLLM's rank list, the vocabulary) defined once."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PARTS = ("qtune", "data", "finetune", "eval", "serve", "ui", "feedback")
+MAX_LINES = 450
+
+
+def package_sources() -> list[Path]:
+    return sorted(p for part in PARTS for p in (REPO / part).rglob("*.py"))
+
+
+def load_import_graph():
+    spec = importlib.util.spec_from_file_location("import_graph",
+                                                  REPO / "scripts" / "import_graph.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_import_cycle():
+    import_graph = load_import_graph()
+    edges = import_graph.graph()
+    assert {"qtune.eval.report.writer", "qtune.feedback.store", "qtune.ui.chat"} <= set(edges)
+    assert import_graph.cycles(edges) == []
+    # The checker finds a cycle when there is one.
+    assert import_graph.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_source_file_over_the_limit():
+    long = {str(p.relative_to(REPO)): n for p in package_sources()
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def definitions(pattern: str) -> list[str]:
+    regex = re.compile(pattern, re.MULTILINE)
+    return [str(p.relative_to(REPO)) for p in package_sources() if regex.search(p.read_text())]
+
+
+def test_shared_facts_are_defined_once():
+    assert definitions(r'"adapter_model\.safetensors"') == ["qtune/adapter_format.py"]
+    assert definitions(r"^VLLM_LORA_RANKS\b") == ["qtune/adapter_format.py"]
+    for name in ("TASKS", "ASSISTANTS", "METHODS", "SHIPPED_ADAPTERS", "IGNORE_INDEX"):
+        assert definitions(rf"^{name}\b.*=") == ["qtune/vocab.py"], name
