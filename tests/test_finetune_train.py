@@ -231,6 +231,17 @@ def test_bad_input_is_reported_clearly(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_any_installed_quantum_device_and_early_checks(capsys):
+    """Any installed PennyLane device is accepted (with --shots for sampling); adapter
+    settings are checked before any model or data loads."""
+    config = build_config(finetune_args("--device", "default.mixed", "--shots", "100"))
+    assert (config.adapter.device, config.adapter.shots, config.adapter.seed) == (
+        "default.mixed", 100, config.seed)
+    assert qtune_main(["finetune", "--rank", "7", "--model", "/nonexistent/model"]) == 2
+    assert "rank r=7 is not supported" in capsys.readouterr().err
+    assert TrainConfig.from_dict({"adapter": {"n_qubits": 6}, "seed": 3}).adapter.n_qubits == 6
+
+
 def test_unknown_toml_key_and_bad_toml(tmp_path):
     toml = tmp_path / "typo.toml"
     toml.write_text("stepz = 3\n")
