@@ -34,7 +34,7 @@ lint:  ## ruff and hadolint (the Dockerfile)
 	$(BIN)/hadolint Dockerfile
 
 finetune-all: setup  ## retrain the four shipped adapters (see configs/)
-	$(BIN)/qtune finetune --all
+	$(BIN)/qtune finetune --all --overwrite
 
 eval-all: setup  ## rebuild docs/results.md from the served adapters
 	$(BIN)/qtune report

@@ -1,9 +1,15 @@
 """Checkpoints of a run: written atomically, restored exactly (weights, optimizer,
-scheduler, random state, history), refused when the settings changed."""
+scheduler, random state, history), refused when the settings changed.
+
+A checkpoint holds tensors and plain data only (dicts, lists, numbers, strings) and is
+read with ``torch.load(weights_only=True)``: unpickling one can never run code, so a
+crafted ``last.pt`` is refused instead of executed. The NumPy random state, a tuple
+holding an array, is stored as a tensor and plain numbers for that reason."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,8 +36,14 @@ class RunState:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}
+    """Every random generator's state, as tensors and plain data."""
+    version, internal, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "python": {"version": version, "state": list(internal), "gauss": gauss},
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                       "position": int(position), "has_gauss": int(has_gauss),
+                       "cached": float(cached)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -39,8 +51,11 @@ def rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32),
+                         numpy["position"], numpy["has_gauss"], numpy["cached"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -65,8 +80,32 @@ def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Par
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's contents; a QtuneError naming the file when it is not a checkpoint
+    qtune wrote (corrupt, cut short, or holding code rather than data)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise QtuneError(
+            f"{path} holds more than tensors and plain data, so it was not loaded (loading "
+            f"it could run code): {str(error).splitlines()[0]}. Delete it, or start the run "
+            "afresh with --overwrite."
+        ) from error
+    except (OSError, RuntimeError, EOFError, ValueError) as error:
+        raise QtuneError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'empty'}). Delete it and resume "
+            "from scratch with --overwrite, or restore the file."
+        ) from error
+    missing = {"step", "config", "trainable", "optimizer", "scheduler", "rng", "history"}
+    if not isinstance(saved, dict) or missing - set(saved):
+        raise QtuneError(f"{path} is not a qtune checkpoint (fields missing); delete it or "
+                         "start afresh with --overwrite")
+    return saved
+
+
 def load_checkpoint(path: Path, config: TrainConfig, model, optimizer, scheduler) -> RunState:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = read_checkpoint(path)
     mismatched = {k for k, v in _comparable(config.to_dict()).items()
                   if _comparable(saved["config"]).get(k) != v}
     if mismatched:

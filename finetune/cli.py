@@ -25,7 +25,7 @@ FLAG_FIELDS = {
     "warmup": "warmup", "qubits": "n_qubits", "circuit_layers": "circuit_layers",
     "tt_rank": "tt_rank", "rank": "r", "alpha": "lora_alpha", "targets": "target_modules",
     "device": "device", "shots": "shots", "seed": "seed", "output": "output",
-    "resume": "resume", "eval_every": "eval_every", "eval_batches": "eval_batches",
+    "resume": "resume", "overwrite": "overwrite", "eval_every": "eval_every", "eval_batches": "eval_batches",
     "save_every": "save_every", "max_train_examples": "max_train_examples",
     "mixed_precision": "mixed_precision",
 }
@@ -85,6 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: $QTUNE_RUNS_DIR/<task>-<method>)")
     add("--resume", action="store_true", default=None,
         help="continue from the last checkpoint in the output folder")
+    add("--overwrite", action="store_true", default=None,
+        help="start afresh where the output folder holds a checkpoint or a finished adapter "
+        "(deletes that run's files, nothing else)")
     add("--eval-every", type=int, help="evaluate the held-out loss every N steps (0: start/end)"
         + default(run.eval_every))
     add("--eval-batches", type=int, help="micro-batches in the held-out evaluation slice"
@@ -139,7 +142,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def shipped_config(name: str, steps: int | None = None, output_root: Path | None = None,
-                   resume: bool = False) -> TrainConfig:
+                   resume: bool = False, overwrite: bool = False) -> TrainConfig:
     """The run that produced shipped adapter ``name``: configs/<name>.toml, written to
     adapters/<name> (or OUTPUT_ROOT/<name>), optionally shortened or resumed."""
     if name not in SHIPPED_ADAPTERS:
@@ -150,8 +153,7 @@ def shipped_config(name: str, steps: int | None = None, output_root: Path | None
                            else output if output.is_absolute() else PROJECT_ROOT / output)
     if steps:
         values["steps"] = steps
-    if resume:
-        values["resume"] = True
+    values["resume"], values["overwrite"] = resume, overwrite
     return TrainConfig.from_dict(values).validate()
 
 
@@ -173,19 +175,25 @@ def _finetune_shipped(args: argparse.Namespace) -> int:
     """``--all``: every shipped adapter (or those named by --only), one after another."""
     import time
 
+    from qtune.finetune.run_folder import checkpoint_file, is_finished
     from qtune.finetune.train import train
 
     if not args.all:
         raise QtuneError("--only and --output-root go with --all")
-    others = sorted(set(_flag_values(args)) - {"steps", "resume"})
+    others = sorted(set(_flag_values(args)) - {"steps", "resume", "overwrite"})
     if args.config or others:
         raise QtuneError("--all retrains the shipped configs as they are: only --steps, "
-                         "--resume, --only and --output-root apply")
+                         "--resume, --overwrite, --only and --output-root apply")
     # Check every config before the first (long) run starts.
-    configs = {name: shipped_config(name, args.steps, args.output_root, bool(args.resume))
+    configs = {name: shipped_config(name, args.steps, args.output_root, bool(args.resume),
+                                    bool(args.overwrite))
                for name in args.only or SHIPPED_ADAPTERS}
     summary = []
     for name, config in configs.items():
+        if config.resume and is_finished(config.output_dir) and not checkpoint_file(
+                config.output_dir).is_file():
+            print(f"{name}: finished already in {config.output_dir}; skipped")
+            continue
         started = time.perf_counter()
         metrics = train(config)
         summary.append((name, metrics, time.perf_counter() - started))

@@ -25,7 +25,8 @@ from qtune.vocab import EVAL_SPLITS, METHODS, TASKS
 
 MIXED_PRECISION = ("auto", "bf16", "no")
 #: Fields that may change between a run and its resumption without changing its result.
-RESUME_FREE_FIELDS = {"output", "resume", "eval_every", "save_every", "keep_checkpoint"}
+RESUME_FREE_FIELDS = {"output", "resume", "overwrite", "eval_every", "save_every",
+                      "keep_checkpoint"}
 #: Adapter fields a run sets itself (QWTH's seed is the run's seed).
 _RUN_OWNED_ADAPTER_FIELDS = {"seed"}
 
@@ -58,6 +59,7 @@ class TrainConfig:
     seed: int = 0  # data order, and the adapter's initial weights
     output: str | None = None  # None: $QTUNE_HOME/runs/<task>-<method>
     resume: bool = False
+    overwrite: bool = False  # start afresh where a checkpoint or finished adapter is
     max_train_examples: int | None = None  # use only the first N training examples
     mixed_precision: str = "auto"  # auto: bf16 where the hardware runs it natively
     keep_checkpoint: bool = False  # keep <output>/checkpoint/ after a successful run
@@ -130,6 +132,8 @@ class TrainConfig:
             raise QtuneError(f"lr must be a positive number, got {self.lr!r}")
         if self.seq_len < 16:
             raise QtuneError(f"seq_len {self.seq_len} is too short to hold a prompt and answer")
+        if self.resume and self.overwrite:
+            raise QtuneError("--resume and --overwrite contradict each other: choose one")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise QtuneError("max_train_examples must be a positive integer (or unset)")
         # The circuit's device matters only to QWTH; LoRA runs need no PennyLane plugin.

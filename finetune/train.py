@@ -44,6 +44,7 @@ from qtune.finetune.checkpoint import (
 )
 from qtune.finetune.config import TrainConfig
 from qtune.finetune.outputs import run_metrics, write_outputs
+from qtune.finetune.run_folder import RunFolder
 
 from qtune import adapter_format as fmt
 from qtune.config import DEFAULT_BASE_MODEL, DEFAULT_BASE_MODEL_HF_ID
@@ -123,16 +124,6 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".qtune-write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise QtuneError(f"cannot write to the output folder {folder}: {error}") from error
-
-
 def warn_if_launched_single_process() -> None:
     """`accelerate launch --cpu --num_processes N` starts ONE process unless MPI is set up.
 
@@ -177,17 +168,25 @@ def train(config: TrainConfig,
     on every process: a hook for monitoring, or for tests that stop a run or inject
     faults.
     """
+    config.validate()
+    config = dataclasses.replace(config,
+                                 mixed_precision=resolve_mixed_precision(config.mixed_precision))
+    folder = RunFolder.claim(config)
+    try:
+        return _train(config, folder.path, on_step)
+    except BaseException:
+        folder.release_after_failure()
+        raise
+
+
+def _train(config: TrainConfig, output: Path,
+           on_step: Callable[[int, dict, torch.nn.Module], None] | None) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     from qtune.model import resolve_model
 
-    config.validate()
-    config = dataclasses.replace(config,
-                                 mixed_precision=resolve_mixed_precision(config.mixed_precision))
-    output = config.output_dir
-    check_writable(output)
     warn_if_launched_single_process()
     # cpu=True on machines without CUDA makes Accelerate use gloo (MULTI_CPU) when started
     # as several processes (`accelerate launch --multi_gpu --num_processes N` or torchrun).

@@ -319,3 +319,67 @@ def test_two_steps_on_the_embedded_model_give_a_loadable_peft_folder(method, emb
     # The adapter changed something: B was trained away from its zero initialisation.
     weights = load_file(output / "adapter_model.safetensors")
     assert any(k.endswith("lora_B.weight") and t.abs().sum() > 0 for k, t in weights.items())
+
+
+# -- run folders and checkpoints are safe ------------------------------------------------
+def test_a_crafted_checkpoint_is_not_executed(tiny_model_dir, tmp_path):
+    """--resume reads checkpoints with weights_only=True: a pickle payload never runs."""
+    output = tmp_path / "crafted"
+    checkpoint_path(output).parent.mkdir(parents=True)
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"step": 1, "config": {}, "payload": Payload()}, checkpoint_path(output))
+    config = tiny_config(tiny_model_dir, output, method="lora", resume=True)
+    with pytest.raises(QtuneError, match="not loaded .loading it could run code"):
+        train(config)
+    assert not marker.exists()
+    assert checkpoint_path(output).is_file()  # the user's file is left for them to inspect
+
+
+def test_a_corrupt_checkpoint_names_the_file(tiny_model_dir, tmp_path):
+    output = tmp_path / "corrupt"
+    checkpoint_path(output).parent.mkdir(parents=True)
+    checkpoint_path(output).write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(QtuneError, match=r"last\.pt is not a readable checkpoint.*--overwrite"):
+        train(tiny_config(tiny_model_dir, output, method="lora", resume=True))
+
+
+def test_a_run_folder_is_never_overwritten_by_accident(tiny_model_dir, tmp_path):
+    output = tmp_path / "run"
+    (output / "notes.txt").parent.mkdir()
+    (output / "notes.txt").write_text("the user's own file")
+
+    def stop_after_step_2(step: int, row: dict, model: torch.nn.Module) -> None:
+        if step == 2:
+            raise SimulatedKill
+
+    with pytest.raises(SimulatedKill):
+        train(tiny_config(tiny_model_dir, output, method="qwth"), on_step=stop_after_step_2)
+    assert checkpoint_path(output).is_file()
+    with pytest.raises(QtuneError, match="unfinished run's checkpoint.*--resume.*--overwrite"):
+        train(tiny_config(tiny_model_dir, output, method="qwth"))
+    train(tiny_config(tiny_model_dir, output, method="qwth", resume=True))
+    assert (output / "qwth").is_dir()
+    with pytest.raises(QtuneError, match="finished adapter"):
+        train(tiny_config(tiny_model_dir, output, method="lora"))
+    with pytest.raises(QtuneError, match="finished run .no checkpoint to resume"):
+        train(tiny_config(tiny_model_dir, output, method="lora", resume=True))
+    # --overwrite clears the old QWTH run (its qwth/ folder and metadata), not other files.
+    train(tiny_config(tiny_model_dir, output, method="lora", overwrite=True))
+    assert not (output / "qwth").exists() and not (output / "qwth_metadata.json").exists()
+    assert json.loads((output / "training_config.json").read_text())["method"] == "lora"
+    assert (output / "notes.txt").read_text() == "the user's own file"
+
+
+def test_a_failed_start_leaves_no_folder(tiny_model_dir, tmp_path, monkeypatch):
+    empty = tmp_path / "no-datasets"
+    empty.mkdir()
+    monkeypatch.setenv("QTUNE_DATA_DIR", str(empty))
+    output = tmp_path / "never-started"
+    with pytest.raises(QtuneError):
+        train(tiny_config(tiny_model_dir, output, method="lora"))
+    assert not output.exists()
