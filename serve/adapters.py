@@ -76,8 +76,59 @@ def _check_config(config: dict) -> int:
     return max(ranks)
 
 
-def validate_adapter(name: str, path: str | Path, base: BaseShapes) -> AdapterInfo:
-    """Check one adapter folder; raise QtuneError naming the adapter and the reason."""
+def _declared_rank(module: str, config: dict) -> int:
+    """The rank adapter_config.json declares for ``module`` (rank_pattern, else r)."""
+    for pattern, rank in (config.get("rank_pattern") or {}).items():
+        if module == pattern or module.endswith("." + pattern):
+            return rank
+        with contextlib.suppress(re.error):
+            if re.fullmatch(pattern, module):
+                return rank
+    return config["r"]
+
+
+def _check_ranks(shapes: dict[str, list[int]], config: dict) -> None:
+    """Every lora_A / lora_B tensor has the rank the config declares: vLLM sizes its
+    buffers from the config and fails at start (or at the first request) otherwise."""
+    for key, shape in shapes.items():
+        match = re.match(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>[AB])", key)
+        if not match or len(shape) != 2:
+            continue
+        rank = shape[0] if match["part"] == "A" else shape[1]
+        declared = _declared_rank(match["module"], config)
+        if rank != declared:
+            raise QtuneError(
+                f"tensor {key} has rank {rank} but {fmt.PEFT_CONFIG_FILE} declares r={declared}: "
+                "the config does not describe these weights; export the adapter again"
+            )
+
+
+def same_base(declared: str, base_names: set[str]) -> bool:
+    """Whether an adapter's ``base_model_name_or_path`` names the served base model: the
+    last path component, case aside ("HuggingFaceTB/SmolLM2-135M-Instruct" names the
+    folder ".../smollm2-135m-instruct")."""
+    def tail(name: str) -> str:
+        return str(name).rstrip("/").rsplit("/", 1)[-1].lower()
+
+    return tail(declared) in {tail(name) for name in base_names if name}
+
+
+def _check_base_name(config: dict, base_names: set[str]) -> None:
+    declared = config.get("base_model_name_or_path")
+    if declared and not same_base(declared, base_names):
+        raise QtuneError(
+            f"it was trained on {declared!r}, but the served base model is "
+            f"{sorted(n for n in base_names if n)[0]!r}: serve it with that base model, or, "
+            "if this base is a renamed copy of it, pass --ignore-base-name"
+        )
+
+
+def validate_adapter(name: str, path: str | Path, base: BaseShapes,
+                     base_names: set[str] | None = None) -> AdapterInfo:
+    """Check one adapter folder; raise QtuneError naming the adapter and the reason.
+
+    ``base_names``: the names the served base model goes by; an adapter whose config
+    names another base is refused (None: not checked)."""
     folder = Path(path).expanduser()
     try:
         if not folder.is_dir():
@@ -85,12 +136,16 @@ def validate_adapter(name: str, path: str | Path, base: BaseShapes) -> AdapterIn
         for needed in (fmt.PEFT_CONFIG_FILE, fmt.PEFT_WEIGHTS_FILE):
             if not (folder / needed).is_file():
                 raise QtuneError(f"{needed} is missing from {folder}")
-        rank = _check_config(_read_config(folder))
+        config = _read_config(folder)
+        rank = _check_config(config)
+        if base_names is not None:
+            _check_base_name(config, base_names)
         try:
             shapes = fmt.safetensors_shapes(folder / fmt.PEFT_WEIGHTS_FILE)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise QtuneError(
                 f"{fmt.PEFT_WEIGHTS_FILE} is not a readable safetensors file ({error})") from error
+        _check_ranks(shapes, config)
         try:
             modules = fmt.check_module_shapes(fmt.peft_module_shapes(shapes), base)
         except QtuneError as error:
@@ -159,6 +214,7 @@ def validate_all(
     base: BaseShapes,
     base_name: str,
     skip_broken: bool = False,
+    base_names: set[str] | None = None,
 ) -> tuple[list[AdapterInfo], list[str]]:
     """Check every adapter. Returns (good adapters, problems of the skipped ones).
 
@@ -172,7 +228,7 @@ def validate_all(
             check_name(name, base_name)
             if name in seen:
                 raise QtuneError(f"two adapters are named {name!r}; served names must be unique")
-            good.append(validate_adapter(name, path, base))
+            good.append(validate_adapter(name, path, base, base_names))
             seen.add(name)
         except QtuneError as error:
             if not skip_broken:

@@ -65,6 +65,9 @@ def add_server_options(parser: argparse.ArgumentParser,
     add("--no-adapters", action="store_true", help="serve the base model only")
     add("--skip-broken-adapters", action="store_true",
         help="start without adapters that fail the checks (warns) instead of refusing to start")
+    add("--ignore-base-name", action="store_true",
+        help="serve adapters whose config names another base model (when the served base is "
+        "a renamed copy of it; the shapes are still checked)")
     add("--max-model-len", type=int, default=defaults.max_model_len,
         help=f"longest prompt + completion in tokens (default {defaults.max_model_len})")
     add("--kv-cache-gib", type=int, default=defaults.kv_cache_gib,
@@ -100,6 +103,7 @@ def config_from_args(args: argparse.Namespace):
         adapters=[] if args.no_adapters else list(args.adapter),
         adapters_dir=adapters_dir,
         skip_broken_adapters=args.skip_broken_adapters,
+        ignore_base_name=args.ignore_base_name,
         max_model_len=args.max_model_len,
         kv_cache_gib=args.kv_cache_gib,
         cpu_threads_bind=args.cpu_threads_bind,
@@ -170,6 +174,8 @@ def _register_adapters(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument("name", help="model name clients will use")
     load.add_argument("path", type=Path, help="PEFT LoRA folder (adapter_config.json + "
                       "adapter_model.safetensors); must be readable by the server")
+    load.add_argument("--ignore-base-name", action="store_true",
+                      help="load it although its config names another base model")
     load.set_defaults(func=_load)
     unload = actions.add_parser("unload", help="remove adapter NAME from the server")
     unload.add_argument("name", help="served adapter name")
@@ -197,7 +203,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    _client(args).load(args.name, args.path)
+    _client(args).load(args.name, args.path, ignore_base_name=args.ignore_base_name)
     print(f"loaded {args.name}")
     return 0
 

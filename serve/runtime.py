@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from qtune.serve.adapters import BaseShapes, stage_snapshot, validate_adapter
+from qtune.serve.adapters import BaseShapes, check_name, stage_snapshot, validate_adapter
 
 from qtune.config import settings
 from qtune.errors import QtuneError
@@ -43,19 +43,32 @@ class RuntimeAdapters:
         response = self._request("GET", "/models")
         if response.status_code != 200:
             raise QtuneError(f"GET /models failed ({response.status_code}): {response.text}")
-        return response.json()["data"]
+        try:
+            cards = response.json()["data"]
+            if not all(isinstance(card, dict) and isinstance(card.get("id"), str)
+                       for card in cards):
+                raise TypeError("an entry without an id")
+        except (ValueError, KeyError, TypeError) as error:
+            raise QtuneError(f"{self.api_base}/models did not answer with an OpenAI model list "
+                             f"({error}); is --api-base the server's /v1 address?") from error
+        return cards
 
-    def _base_dir(self) -> Path | None:
-        for card in self.models():
-            if not card.get("parent") and Path(card.get("root", "")).is_dir():
-                return Path(card["root"])
-        return None
+    def _base_card(self) -> dict:
+        bases = [card for card in self.models() if not card.get("parent")]
+        if not bases:
+            raise QtuneError(f"{self.api_base}/models lists no base model: is this a vLLM server?")
+        return bases[0]
 
-    def load(self, name: str, path: Path) -> None:
+    def load(self, name: str, path: Path, ignore_base_name: bool = False) -> None:
+        """Check the adapter like `qtune serve` does (name, files, rank, base model), then
+        ask the server to load it."""
+        base = self._base_card()
+        check_name(name, base["id"])
         folder = Path(path).expanduser().resolve()
-        base_dir = self._base_dir()
-        if base_dir is not None:  # the server runs here: check against its base model
-            adapter = validate_adapter(name, folder, BaseShapes.from_model_dir(base_dir))
+        base_dir = Path(base.get("root") or "")
+        if base_dir.is_dir():  # the server runs here: check against its base model
+            names = None if ignore_base_name else {base["id"], str(base_dir)}
+            adapter = validate_adapter(name, folder, BaseShapes.from_model_dir(base_dir), names)
             # Served from a snapshot named by its version, as `qtune serve` does.
             folder = stage_snapshot(adapter, settings().home / "served")
         response = self._request(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -40,7 +41,7 @@ from qtune.serve.adapters import (
 )
 
 from qtune.adapter_format import snapshot_name
-from qtune.config import settings
+from qtune.config import DEFAULT_BASE_MODEL, DEFAULT_BASE_MODEL_HF_ID, settings
 from qtune.errors import QtuneError
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class ServeConfig:
     #: Every adapter folder inside this one is served under its folder name (None: none).
     adapters_dir: Path | None = field(default_factory=_default_adapters_dir)
     skip_broken_adapters: bool = False
+    #: Serve adapters whose config names another base model (for renamed copies of it).
+    ignore_base_name: bool = False
     max_model_len: int = 2048
     #: CPU only: GiB of RAM for the KV cache (VLLM_CPU_KVCACHE_SPACE). 1 GiB holds
     #: ~23,000 tokens of the 135M model (30 layers x K,V x 3 heads x 64 x 2 bytes).
@@ -163,10 +166,21 @@ class VLLMServer:
             shapes,
             self.base_name,
             skip_broken=self.config.skip_broken_adapters,
+            base_names=None if self.config.ignore_base_name else self.base_names(),
         )
         for problem in problems:
             log.warning("skipping broken adapter: %s", problem)
         return good, problems
+
+    def base_names(self) -> set[str]:
+        """Every name the served base model goes by (adapters record one of them)."""
+        names = {self.base_name, str(self.model_path), str(self.config.model or "")}
+        if self.config.model in (None, "", DEFAULT_BASE_MODEL):
+            names.add(DEFAULT_BASE_MODEL_HF_ID)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            names.add(json.loads((Path(self.model_path) / "config.json").read_text())
+                      .get("_name_or_path", ""))
+        return {name for name in names if name}
 
     def _remote_shapes(self) -> BaseShapes:
         """Shapes of a Hugging Face Hub model (downloads its config.json only)."""

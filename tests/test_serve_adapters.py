@@ -124,3 +124,63 @@ def test_real_base_model_shapes(embedded_model: Path) -> None:
     assert shapes.num_layers == 30
     assert shapes.dims["k_proj"] == (576, 192)
     assert shapes.dims["down_proj"] == (1536, 576)
+
+
+def test_config_rank_must_match_the_tensors(tmp_path: Path) -> None:
+    """r = 8 in the config but rank-128 tensors: refused before vLLM sees it."""
+    folder = write_fake_adapter(tmp_path / "liar", SMALL_LLAMA, r=128)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "r": 8}))
+    with pytest.raises(QtuneError, match=r"rank 128 but adapter_config.json declares r=8"):
+        validate_adapter("liar", folder, BASE)
+
+
+def test_adapter_for_a_base_of_another_name_is_refused(tmp_path: Path) -> None:
+    folder = write_fake_adapter(tmp_path / "other", SMALL_LLAMA,
+                                base_model_name_or_path="meta-llama/Llama-3.2-1B")
+    with pytest.raises(QtuneError, match=r"trained on 'meta-llama/Llama-3.2-1B'.*--ignore-base-name"):
+        validate_adapter("other", folder, BASE, {"model", "/models/model"})
+    assert validate_adapter("other", folder, BASE, None).rank == 8  # the override
+    # The same base under its hub id and its local folder name is the same base.
+    same = write_fake_adapter(tmp_path / "same", SMALL_LLAMA,
+                              base_model_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct")
+    names = {"smollm2-135m-instruct", "/root/.cache/qtune/models/smollm2-135m-instruct"}
+    assert validate_adapter("same", same, BASE, names).rank == 8
+
+
+def test_a_model_list_without_root_or_ids_is_an_error_not_a_crash(tmp_path: Path, capsys) -> None:
+    """`qtune adapters` against an endpoint whose /v1/models entries lack fields."""
+    import http.server
+    import threading
+
+    from qtune.cli import main
+
+    bodies = [{"data": [{"id": "base-model"}, {"id": "math-qwth", "parent": "base-model"}]},
+              {"data": [{"object": "model"}]}]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            payload = json.dumps(bodies[0]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api_base = f"http://127.0.0.1:{server.server_port}/v1"
+    try:
+        assert main(["adapters", "--api-base", api_base, "list"]) == 0
+        assert "math-qwth\tadapter of base-model\t" in capsys.readouterr().out
+        folder = write_fake_adapter(tmp_path / "evil", SMALL_LLAMA)
+        for bad in ("../../etc/evil", "a b", "x$(id)"):
+            assert main(["adapters", "--api-base", api_base, "load", bad, str(folder)]) == 2
+            assert "must start with a letter or digit" in capsys.readouterr().err
+        bodies.pop(0)
+        assert main(["adapters", "--api-base", api_base, "list"]) == 2
+        assert "did not answer with an OpenAI model list" in capsys.readouterr().err
+    finally:
+        server.shutdown()
