@@ -185,8 +185,16 @@ def _read_jsonl(path: Path) -> Iterator[_Row]:
             "counselling/cpsycound/train.jsonl, or unset it to load GSM8K and CounselChat "
             "from the Hugging Face Hub."
         )
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    # Read bytes and decode line by line, so bad bytes are reported with their line.
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise QtuneError(
+                    f"{path} line {number}: not UTF-8 text (byte {error.start + 1} of the line "
+                    "cannot be decoded); re-save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:

@@ -174,6 +174,15 @@ def train(config: TrainConfig,
     folder = RunFolder.claim(config)
     try:
         return _train(config, folder.path, on_step)
+    except OSError as error:  # a full disk, a folder made read-only mid-run
+        folder.release_after_failure()
+        ckpt = checkpoint_path(folder.path)
+        kept = (f"the last checkpoint ({ckpt}) is intact: continue with --resume"
+                if ckpt.is_file() else "no checkpoint had been written yet")
+        raise QtuneError(
+            f"could not write {error.filename or folder.path} ({error.strerror or error}); "
+            f"free disk space or fix the folder's permissions; {kept}"
+        ) from error
     except BaseException:
         folder.release_after_failure()
         raise

@@ -181,6 +181,15 @@ def test_malformed_json_line_names_file_and_line(tmp_path: Path) -> None:
     assert f"{path} line 3" in str(error.value) and "JSON" in str(error.value)
 
 
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "math/gsm8k/test.jsonl"
+    good = json.dumps({"question": "1+1?", "answer": "1+1=2\n#### 2"})
+    path.parent.mkdir(parents=True)
+    path.write_bytes(good.encode() + b"\n" + b'{"question": "caf\xe9"}\n')
+    with pytest.raises(QtuneError, match=rf"{path} line 2: not UTF-8 text"):
+        load_gsm8k("test", data_dir=tmp_path)
+
+
 def test_missing_field_names_file_line_and_field(tmp_path: Path) -> None:
     path = tmp_path / "counselling/counselchat/train.jsonl"
     row = {

@@ -383,3 +383,18 @@ def test_a_failed_start_leaves_no_folder(tiny_model_dir, tmp_path, monkeypatch):
     with pytest.raises(QtuneError):
         train(tiny_config(tiny_model_dir, output, method="lora"))
     assert not output.exists()
+
+
+def test_an_output_folder_made_unwritable_mid_run(tiny_model_dir, tmp_path):
+    """A write that fails mid-run ends in a QtuneError that says how to continue."""
+    output = tmp_path / "readonly"
+
+    def block_writes_after_step_2(step: int, row: dict, model: torch.nn.Module) -> None:
+        if step == 2:  # step 2's checkpoint is written; then log.csv cannot be replaced
+            (output / "log.csv").unlink()
+            (output / "log.csv").mkdir()
+
+    with pytest.raises(QtuneError, match=r"could not write .*log\.csv.*--resume"):
+        train(tiny_config(tiny_model_dir, output, method="lora"),
+              on_step=block_writes_after_step_2)
+    assert checkpoint_path(output).is_file()
