@@ -239,6 +239,8 @@ class VLLMServer:
             "--port", str(cfg.port),
             "--max-model-len", str(cfg.max_model_len),
         ]
+        if cfg.api_key:  # the key (in the environment) guards every route, see serve/auth.py
+            argv += ["--middleware", "qtune.serve.auth.GuardEveryRoute"]
         if not any(arg == "--dtype" or arg.startswith("--dtype=") for arg in cfg.extra_args):
             argv += ["--dtype", self.dtype]
         lora = self.lora_settings()

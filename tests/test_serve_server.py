@@ -9,6 +9,7 @@ real model), an API key and runtime adapter loading, and talk to it with the off
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -305,6 +306,49 @@ def test_bad_requests_get_clean_errors_and_the_server_stays_up(client, server) -
         assert response.status_code == 401, key
     assert server.healthy()
     assert _greedy(client, server.base_name, max_tokens=4)
+
+
+@pytest.mark.slow
+def test_the_key_guards_every_route(server) -> None:
+    """With a key set, every route in the server's OpenAPI schema but /health answers 401
+    without it (SageMaker's /invocations, /tokenize, the runtime adapter routes too)."""
+    import httpx
+
+    root = server.api_base.removesuffix("/v1")
+    with_key = {"Authorization": f"Bearer {API_KEY}"}
+    schema = httpx.get(f"{root}/openapi.json", headers=with_key, timeout=30).json()
+    routes = [(method.upper(), path) for path, methods in schema["paths"].items()
+              for method in methods if path != "/health"]
+    routes += [("GET", "/metrics"), ("GET", "/docs"), ("GET", "/openapi.json")]
+    assert {"/invocations", "/tokenize", "/v1/load_lora_adapter"} <= {p for _, p in routes}
+    open_routes = []
+    for method, path in routes:
+        url = root + re.sub(r"\{[^}]+\}", "math-qwth", path)
+        answer = httpx.request(method, url, json={"model": server.base_name}, timeout=60,
+                               headers={"X-Amzn-SageMaker-Adapter-Identifier": "math-qwth"})
+        if answer.status_code != 401:
+            open_routes.append((method, path, answer.status_code))
+    assert open_routes == []
+    assert httpx.get(f"{root}/health", timeout=30).status_code == 200
+    assert httpx.post(f"{root}/tokenize", json={"model": server.base_name, "prompt": "hi"},
+                      headers=with_key, timeout=30).status_code == 200
+    # The key travels in the environment: no process shows it on its command line.
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            assert API_KEY.encode() not in cmdline.read_bytes(), cmdline
+        except OSError:
+            continue  # a process that ended meanwhile
+
+
+def test_the_guard_is_importable_by_its_middleware_path(small_model: Path) -> None:
+    import importlib
+
+    argv = VLLMServer(ServeConfig(model=str(small_model), adapters_dir=None,
+                                  api_key="k")).command()
+    module, _, name = argv[argv.index("--middleware") + 1].rpartition(".")
+    assert getattr(importlib.import_module(module), name).__name__ == "GuardEveryRoute"
+    no_key = VLLMServer(ServeConfig(model=str(small_model), adapters_dir=None, api_key=None))
+    assert "--middleware" not in no_key.command()
 
 
 @pytest.mark.slow
