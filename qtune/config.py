@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qtune.errors import QtuneError
+
 #: Root of the source checkout (adapters/ and configs/ ship inside it).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,6 +22,27 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 #: The Hugging Face id the embedded model was converted from (recorded in adapters).
 DEFAULT_BASE_MODEL_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def read_secret(value_env: str, file_env: str) -> str | None:
+    """A secret from ``$value_env``, or from the file ``$file_env`` names (first line), so it
+    never has to appear on a command line (where `ps` shows it)."""
+    if os.environ.get(value_env):
+        return os.environ[value_env]
+    path = os.environ.get(file_env)
+    if not path:
+        return None
+    return read_secret_file(Path(path).expanduser(), file_env)
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise QtuneError(f"cannot read the secret in {path} ({what}): {error}") from error
+    if not lines or not lines[0].strip():
+        raise QtuneError(f"{path} ({what}) is empty: write the secret on its first line")
+    return lines[0].strip()
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -47,10 +70,15 @@ class Settings:
     api_host: str = field(default_factory=lambda: os.environ.get("QTUNE_HOST", "127.0.0.1"))
     api_port: int = field(default_factory=lambda: int(os.environ.get("QTUNE_PORT", "8000")))
     ui_port: int = field(default_factory=lambda: int(os.environ.get("QTUNE_UI_PORT", "7860")))
-    #: The endpoint's key: QTUNE_API_KEY, or vLLM's own VLLM_API_KEY (the one place it is read).
+    #: The endpoint's key: QTUNE_API_KEY, the file QTUNE_API_KEY_FILE names, or vLLM's own
+    #: VLLM_API_KEY (the one place it is read).
     api_key: str | None = field(
-        default_factory=lambda: os.environ.get("QTUNE_API_KEY") or os.environ.get("VLLM_API_KEY")
-        or None
+        default_factory=lambda: read_secret("QTUNE_API_KEY", "QTUNE_API_KEY_FILE")
+        or os.environ.get("VLLM_API_KEY") or None
+    )
+    #: The web UI's login, USER:PASSWORD: QTUNE_UI_AUTH or the file QTUNE_UI_AUTH_FILE names.
+    ui_auth: str | None = field(
+        default_factory=lambda: read_secret("QTUNE_UI_AUTH", "QTUNE_UI_AUTH_FILE")
     )
 
     @property

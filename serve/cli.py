@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from qtune.config import settings
+from qtune.config import read_secret_file, settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,7 +56,10 @@ def add_server_options(parser: argparse.ArgumentParser,
     add(port, dest="api_port", type=int, default=None,
         help="port of the API (default $QTUNE_PORT or 8000)")
     add(key, dest="api_key", default=None, help="clients must send this key as a Bearer token "
-        "(default: $QTUNE_API_KEY or $VLLM_API_KEY; none: open)")
+        "(visible in `ps`: prefer $QTUNE_API_KEY, $QTUNE_API_KEY_FILE or --api-key-file; "
+        "default: those, or $VLLM_API_KEY; none: open)")
+    add(f"{key}-file", dest="api_key_file", type=Path, default=None, metavar="PATH",
+        help="read the API key from the first line of PATH")
     add("--adapters", type=Path, default=None, metavar="DIR",
         help="serve every adapter folder inside DIR under its folder name (default: "
         "$QTUNE_ADAPTERS_DIR or the repository's adapters/, unless --adapter is given)")
@@ -117,6 +120,8 @@ def config_from_args(args: argparse.Namespace):
     for flag, attribute in (("api_host", "host"), ("api_port", "port"), ("api_key", "api_key")):
         if getattr(args, flag):
             setattr(config, attribute, getattr(args, flag))
+    if args.api_key_file:
+        config.api_key = read_secret_file(args.api_key_file, "--api-key-file")
     return config
 
 

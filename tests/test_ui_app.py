@@ -114,3 +114,40 @@ def test_vote_kept_when_database_is_locked(tmp_path):
     (row,) = store.votes()
     assert (row["winner"], row["comment"], row["model_b"]) == ("model_b", "close call",
                                                                "math-lora")
+
+
+def test_logins_are_throttled():
+    """Each wrong login costs the delay; too many lock logins out until the window passes."""
+    import time
+
+    from qtune.ui.login import ThrottledLogin
+
+    now = [1000.0]
+    login = ThrottledLogin("ann", "secret", delay=0.05, max_failures=3, window=60,
+                           clock=lambda: now[0])
+    assert login("ann", "secret")
+    started = time.perf_counter()
+    assert not any(login("ann", guess) for guess in ("a", "b", "c"))
+    assert time.perf_counter() - started >= 3 * 0.05
+    assert not login("ann", "secret")  # locked out within the window
+    now[0] += 61
+    assert login("ann", "secret")
+    assert not login("bob", "secret") and not login("ann", "")
+
+
+def test_secrets_come_from_the_environment_or_a_file(tmp_path, monkeypatch):
+    from qtune.config import settings
+    from qtune.errors import QtuneError
+
+    for name in ("QTUNE_API_KEY", "VLLM_API_KEY", "QTUNE_UI_AUTH"):
+        monkeypatch.delenv(name, raising=False)
+    key_file = tmp_path / "key"
+    key_file.write_text("from-a-file\n")
+    monkeypatch.setenv("QTUNE_API_KEY_FILE", str(key_file))
+    monkeypatch.setenv("QTUNE_UI_AUTH_FILE", str(key_file))
+    assert settings().api_key == "from-a-file" and settings().ui_auth == "from-a-file"
+    monkeypatch.setenv("QTUNE_API_KEY", "from-the-environment")
+    assert settings().api_key == "from-the-environment"
+    key_file.write_text("")
+    with pytest.raises(QtuneError, match="is empty"):
+        settings()

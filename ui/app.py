@@ -24,6 +24,7 @@ from qtune.data.prompts import SYSTEM_PROMPTS
 from qtune.ui.chat import ChatHandlers, chat_tab
 from qtune.ui.compare import VOTE_BUTTONS, CompareHandlers, compare_tab
 from qtune.ui.leaderboard import LeaderboardHandlers, leaderboard_tab
+from qtune.ui.login import ThrottledLogin
 from qtune.ui.state import DEFAULT_TEMPERATURE, RECOVERY_POLL_S
 
 from qtune.config import settings
@@ -174,7 +175,8 @@ def launch(
     demo = build_app(ui)
     demo.queue(default_concurrency_limit=8)
     demo.launch(
-        server_name=host, server_port=port or settings().ui_port, auth=auth,
+        server_name=host, server_port=port or settings().ui_port,
+        auth=ThrottledLogin(*auth) if auth else None,
         prevent_thread_lock=not block, share=False, inbrowser=False, quiet=not block,
         show_error=True, footer_links=[], ssr_mode=False,
     )

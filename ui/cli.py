@@ -22,9 +22,13 @@ def _add_ui_options(parser: argparse.ArgumentParser) -> None:
                              "use 0.0.0.0 to share it, together with --auth)")
     parser.add_argument("--port", type=int, default=None,
                         help="port of the web UI (default 7860 or $QTUNE_UI_PORT)")
+    parser.add_argument("--auth-file", type=Path, default=None, metavar="PATH",
+                        help="read USER:PASSWORD from the first line of PATH (default: "
+                             "$QTUNE_UI_AUTH or the file $QTUNE_UI_AUTH_FILE names)")
     parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
                         help="require this login (strongly advised when --host is not "
-                             "127.0.0.1; a warning is printed otherwise)")
+                             "127.0.0.1; a warning is printed otherwise). Visible in `ps`: "
+                             "prefer --auth-file or $QTUNE_UI_AUTH")
     parser.add_argument("--db", type=Path, default=None,
                         help="feedback database (default $QTUNE_DB or "
                              "~/.cache/qtune/feedback.db)")
@@ -73,10 +77,21 @@ def _make_ui(args: argparse.Namespace, api_base: str | None, api_key: str | None
     return QtuneUI(api_base=api_base, api_key=api_key, store=FeedbackStore(args.db))
 
 
+def _auth_text(args: argparse.Namespace) -> str | None:
+    """The login from --auth, --auth-file or the environment (settings().ui_auth)."""
+    from qtune.config import read_secret_file, settings
+
+    if args.auth:
+        return args.auth
+    if args.auth_file:
+        return read_secret_file(args.auth_file, "--auth-file")
+    return settings().ui_auth
+
+
 def _ui(args: argparse.Namespace) -> int:
     from qtune.ui.app import launch, parse_auth
 
-    auth = parse_auth(args.auth)
+    auth = parse_auth(_auth_text(args))
     ui = _make_ui(args, args.api_base, args.api_key)
     print(f"qtune ui: endpoint {ui.endpoint.api_base}, feedback {ui.store.path}")
     launch(ui, host=args.host, port=args.port, auth=auth, block=True)
@@ -90,7 +105,7 @@ def _up(args: argparse.Namespace) -> int:
 
     from qtune.config import settings
 
-    auth = parse_auth(args.auth)
+    auth = parse_auth(_auth_text(args))
     config = config_from_args(args)
     server = VLLMServer(config)
     # SIGTERM (docker stop, systemd) takes the same path as Ctrl-C: stop both.
