@@ -31,6 +31,20 @@ __all__ = ["AdapterInfo", "BaseShapes", "check_name", "discover_adapters", "stag
            "validate_adapter", "validate_all", "vllm_max_lora_rank"]
 
 
+#: vLLM fuses these projections into one layer (Llama's packed_modules_mapping); its
+#: --lora-target-modules names the fused layer.
+VLLM_PACKED_MODULES = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj",
+                       "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj"}
+
+
+def vllm_target_modules(adapters: list[AdapterInfo]) -> list[str]:
+    """vLLM's layers that the adapters adapt (its --lora-target-modules): on CPU vLLM runs
+    LoRA's extra matmuls on every enabled layer whatever the adapters target, so enabling
+    only these saves that work (docs/benchmarks.md)."""
+    return sorted({VLLM_PACKED_MODULES.get(module, module)
+                   for adapter in adapters for module in adapter.target_modules})
+
+
 @dataclass(frozen=True)
 class AdapterInfo:
     """A checked adapter: the name it is served under, its folder, rank and weights version."""

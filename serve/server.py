@@ -38,6 +38,7 @@ from qtune.serve.adapters import (
     stage_snapshot,
     validate_all,
     vllm_max_lora_rank,
+    vllm_target_modules,
 )
 
 from qtune.adapter_format import snapshot_name
@@ -228,6 +229,15 @@ class VLLMServer:
         ``stage_snapshot``), made when the server starts."""
         return settings().home / "served" / snapshot_name(adapter.name, adapter.version)
 
+    def lora_target_modules(self) -> list[str]:
+        """The vLLM layers LoRA is enabled on: those the served adapters adapt. Every layer
+        stays enabled with --allow-runtime-lora (an adapter loaded later may target any) or
+        when the user passes --lora-target-modules to vLLM."""
+        given = any(arg.startswith("--lora-target-modules") for arg in self.config.extra_args)
+        if self.config.allow_runtime_lora or given or not self.adapters:
+            return []
+        return vllm_target_modules(self.adapters)
+
     def command(self) -> list[str]:
         """The vLLM command line (the API key travels in the environment, not here)."""
         cfg = self.config
@@ -252,6 +262,9 @@ class VLLMServer:
             if self.adapters:
                 argv += ["--lora-modules"] + [f"{a.name}={self.served_path(a)}"
                                               for a in self.adapters]
+            targets = self.lora_target_modules()
+            if targets:
+                argv += ["--lora-target-modules", *targets]
         return argv + list(cfg.extra_args)
 
     def environment(self) -> dict[str, str]:

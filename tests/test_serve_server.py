@@ -66,6 +66,9 @@ def test_command_with_adapters(tmp_path: Path, small_model: Path) -> None:
     assert modules == [f"{a.name}={server.served_path(a)}" for a in server.adapters]
     assert [Path(m.partition("=")[2]).name for m in modules] == [
         f"{a.name}@{weights_version(a.path)}" for a in server.adapters]
+    # LoRA only on the vLLM layers the adapters adapt (q,k -> qkv_proj; beta: o_proj).
+    targets = argv[argv.index("--lora-target-modules") + 1: argv.index("--lora-target-modules") + 3]
+    assert targets == ["o_proj", "qkv_proj"]
     assert argv[-2:] == ["--tensor-parallel-size", "2"]
     assert "secret" not in " ".join(argv)  # the key travels in the environment
     env = server.environment()
@@ -120,6 +123,8 @@ def test_runtime_lora_enables_lora_with_room_for_rank_64(small_model: Path) -> N
     argv = server.command()
     assert argv[argv.index("--max-lora-rank") + 1] == "64"
     assert server.environment()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    # An adapter loaded later may adapt any layer: LoRA stays on every layer.
+    assert "--lora-target-modules" not in argv
 
 
 def test_broken_adapter_blocks_start_unless_skipped(tmp_path: Path, small_model: Path) -> None:
