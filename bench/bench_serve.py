@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -121,6 +122,10 @@ async def _vllm_load(
     return elapsed, [ttft for ttft, _ in results], sum(tokens for _, tokens in results)
 
 
+#: Every LoRA-capable layer of a Llama in vLLM (its packed names).
+ALL_VLLM_LORA_LAYERS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+
+
 def bench_vllm(args: argparse.Namespace, adapters: list[tuple[str, Path]]) -> list[Result]:
     from qtune.serve.server import ServeConfig, VLLMServer
 
@@ -133,6 +138,10 @@ def bench_vllm(args: argparse.Namespace, adapters: list[tuple[str, Path]]) -> li
         log_path=Path(args.out).with_suffix(".vllm.log"),
         dtype=args.dtype,
         cpu_threads_bind=args.threads_bind,
+        # "adapters" is qtune serve's choice (the layers the adapters adapt); "all" is
+        # vLLM's default, every LoRA-capable layer, for comparison.
+        extra_args=["--lora-target-modules", *ALL_VLLM_LORA_LAYERS]
+        if args.lora_layers == "all" else [],
     )
     results = []
     with VLLMServer(config) as server:
@@ -293,10 +302,24 @@ def _ratios(results: list[Result], top: int) -> list[str]:
     return lines
 
 
+def cpu_text() -> str:
+    """The CPU and the flags that decide CPU serving speed (vector width, bf16)."""
+    from qtune.hardware import cpu_flags
+
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU")
+    wanted = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))
+    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(wanted) or 'none of avx/amx'}"
+
+
 def write_report(results: list[Result], args: argparse.Namespace, adapters_note: str) -> str:
     lines = [
+        f"CPU: {cpu_text()}.",
+        "",
         f"{args.requests} requests x {args.max_tokens} new tokens per setting; adapters: "
-        f"{adapters_note}; vLLM dtype {args.dtype}, CPU threads bind {args.threads_bind}.",
+        f"{adapters_note}; vLLM dtype {args.dtype}, CPU threads bind {args.threads_bind}, "
+        f"LoRA layers: {args.lora_layers}.",
         "",
         HEADER,
         *(_row(r) for r in results),
@@ -374,6 +397,9 @@ def main() -> None:
         help="folder of adapters (default: the shipped ones, else two random stand-ins)",
     )
     parser.add_argument("--skip-transformers", action="store_true", help="vLLM only")
+    parser.add_argument("--lora-layers", choices=("adapters", "all"), default="adapters",
+                        help="vLLM LoRA on the layers the adapters adapt (qtune serve's "
+                        "default) or on every LoRA-capable layer (vLLM's default)")
     parser.add_argument("--dtype", default="auto-hw",
                         help="vLLM --dtype (default auto-hw: bf16 only where the hardware has it)")
     parser.add_argument("--threads-bind", default="auto",
