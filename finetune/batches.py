@@ -16,12 +16,13 @@ from qtune.vocab import IGNORE_INDEX
 EVAL_SAMPLE_SEED = 1234
 
 
-def load_records(task: str, split: str) -> list[dict]:
-    """The task's records, with a clear error when the dataset is missing."""
+def load_records(task: str, split: str, best_only: bool = True) -> list[dict]:
+    """The task's records, with a clear error when the dataset is missing. ``best_only``
+    (CounselChat): only each question's most upvoted answer, else every answer."""
     from qtune.data.datasets import load_task
 
     try:
-        records = list(load_task(task, split))
+        records = list(load_task(task, split, best_only=best_only))
     except (FileNotFoundError, OSError) as error:
         raise QtuneError(
             f"cannot load the {task} {split} split: {error}. Set QTUNE_DATA_DIR to the "

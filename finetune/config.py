@@ -24,6 +24,7 @@ from qtune.errors import QtuneError
 from qtune.vocab import EVAL_SPLITS, METHODS, TASKS
 
 MIXED_PRECISION = ("auto", "bf16", "no")
+EVAL_POOLS = ("best", "all")
 #: Fields that may change between a run and its resumption without changing its result.
 RESUME_FREE_FIELDS = {"output", "resume", "overwrite", "eval_every", "save_every",
                       "keep_checkpoint"}
@@ -55,6 +56,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 20  # 0: evaluate only at the start and the end
     eval_batches: int = 4
+    #: "best": CounselChat's held-out questions with their most upvoted answer (81);
+    #: "all": every answer to them (173), for held-out sets of more than 81 examples.
+    eval_pool: str = "best"
     save_every: int = 20  # 0: checkpoint only at the end
     seed: int = 0  # data order, and the adapter's initial weights
     output: str | None = None  # None: $QTUNE_HOME/runs/<task>-<method>
@@ -115,7 +119,8 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise QtuneError naming the first bad setting (adapter and device included);
         cheap enough to run before any model or data loads. Returns self."""
-        choices = {"task": TASKS, "method": METHODS, "mixed_precision": MIXED_PRECISION}
+        choices = {"task": TASKS, "method": METHODS, "mixed_precision": MIXED_PRECISION,
+                   "eval_pool": EVAL_POOLS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise QtuneError(

@@ -210,7 +210,8 @@ def _train(config: TrainConfig, output: Path,
     train_records = load_records(config.task, "train")
     if config.max_train_examples:
         train_records = train_records[: config.max_train_examples]
-    eval_records = load_records(config.task, config.eval_split)
+    eval_records = load_records(config.task, config.eval_split,
+                                best_only=config.eval_pool == "best")
 
     set_seed(config.seed)  # identical adapter initialisation on every process
     base, tokenizer = load_base_model(base_path, config.mixed_precision)
@@ -218,7 +219,8 @@ def _train(config: TrainConfig, output: Path,
                                                 config.adapter.target_modules)
     model = wrap_with_adapter(base, config)
     named_trainable = trainable_parameters(model)
-    n_trainable = sum(p.numel() for _, p in named_trainable)
+    n_trainable = (model.num_trainable_parameters() if config.method == "qwth"
+                   else sum(p.numel() for _, p in named_trainable))
     optimizer = torch.optim.AdamW([p for _, p in named_trainable], lr=config.lr,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "qtune.data.cli",
     "qtune.finetune.cli",
     "qtune.eval.cli",
+    "qtune.study.cli",
     "qtune.serve.cli",
     "qtune.ui.cli",
     "qtune.feedback.cli",

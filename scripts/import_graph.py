@@ -29,7 +29,7 @@ def modules() -> dict[str, Path]:
         if spec is not None and spec.origin and spec.origin.endswith(".py"):
             found[info.name] = Path(spec.origin)
     # Subpackages mapped from other folders (package-dir) are not under qtune/__path__.
-    for package in ("serve", "finetune", "ui", "data", "eval", "feedback"):
+    for package in ("serve", "finetune", "ui", "data", "eval", "feedback", "study"):
         name = f"qtune.{package}"
         module = importlib.import_module(name)
         found[name] = Path(module.__file__)

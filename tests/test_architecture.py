@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PARTS = ("qtune", "data", "finetune", "eval", "serve", "ui", "feedback")
+PARTS = ("qtune", "data", "finetune", "eval", "serve", "ui", "feedback", "study")
 MAX_LINES = 450
 
 

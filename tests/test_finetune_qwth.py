@@ -18,6 +18,7 @@ from qtune.finetune.qwth import (
     save_compact,
 )
 from qtune.finetune.qwth.circuit import QuantumWeights
+from qtune.finetune.qwth.config import QUANTUM_BRANCHES
 from qtune.finetune.qwth.tensor import (
     balanced_factors,
     core_shapes,
@@ -127,11 +128,12 @@ def test_init_leaves_model_unchanged_and_freezes_base(tiny_llama, input_ids):
     assert len(model.adapted) == 4
 
 
-def test_export_is_exact_on_tiny_model(tiny_llama, input_ids, tmp_path):
+@pytest.mark.parametrize("quantum", QUANTUM_BRANCHES)  # QWTH and the study's controls
+def test_export_is_exact_on_tiny_model(tiny_llama, input_ids, tmp_path, quantum):
     from peft import PeftModel
 
     reference = copy.deepcopy(tiny_llama)
-    model = get_qwth_model(tiny_llama, small_config())
+    model = get_qwth_model(tiny_llama, small_config(quantum=quantum))
     perturb(model)
     export_peft(model, tmp_path, "tiny-llama")
     config = json.loads((tmp_path / "adapter_config.json").read_text())
@@ -201,9 +203,10 @@ def test_no_grad_factors_are_cached_until_a_parameter_changes(tiny_llama, input_
     assert (third - first).abs().max() > 0
 
 
-def test_compact_round_trip_gives_identical_logits(tiny_llama, input_ids, tmp_path):
+@pytest.mark.parametrize("quantum", QUANTUM_BRANCHES)
+def test_compact_round_trip_gives_identical_logits(tiny_llama, input_ids, tmp_path, quantum):
     fresh = copy.deepcopy(tiny_llama)
-    model = get_qwth_model(tiny_llama, small_config(seed=3))
+    model = get_qwth_model(tiny_llama, small_config(seed=3, quantum=quantum))
     perturb(model)
     save_compact(model, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} >= {
@@ -308,3 +311,35 @@ def test_export_is_exact_on_embedded_model(embedded_model, tmp_path):
             base = peft_model(input_ids=ids).logits
     assert (ours - base).abs().max() > 1e-2
     assert (ours - theirs).abs().max() <= 1e-3
+
+
+# -- the study's controls change only the quantum branch --------------------------------
+def test_controls_change_only_the_quantum_branch(tiny_llama):
+    def trainable(model):
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    models = {q: get_qwth_model(copy.deepcopy(tiny_llama), small_config(quantum=q))
+              for q in QUANTUM_BRANCHES}
+    cores = {q: {n: p for n, p in trainable(m).items() if ".qwth_" in n}
+             for q, m in models.items()}
+    for quantum in QUANTUM_BRANCHES:  # the same cores, initialised the same
+        assert cores[quantum].keys() == cores["circuit"].keys()
+        assert all(torch.equal(cores[quantum][n], cores["circuit"][n]) for n in cores["circuit"])
+    branch = {q: {n: p.numel() for n, p in trainable(m).items()
+                  if ".qwth_" not in n and not n.endswith(".fusion")}
+              for q, m in models.items()}
+    angles = 3 * 6 * 2  # 3 per qubit and layer: small_config has 6 qubits, 2 layers
+    assert sum(branch["circuit"].values()) == angles and "circuit.theta" in branch["circuit"]
+    assert branch["frozen"] == {} and models["frozen"].circuit.theta.requires_grad is False
+    assert branch["vector"] == {"quantum_vector": 2**6} and models["vector"].circuit is None
+    assert branch["none"] == {} and models["none"].circuit is None
+    assert models["none"].quantum_values() is None
+    counts = {q: m.num_trainable_parameters() for q, m in models.items()}
+    n_layers = len(models["none"].adapted)
+    assert counts["circuit"] - counts["frozen"] == angles
+    assert counts["vector"] - counts["frozen"] == 2**6
+    assert counts["frozen"] - counts["none"] == n_layers  # lambda_q multiplies nothing
+    # The vector starts as the circuit's distribution: the same adapter at step 0.
+    torch.testing.assert_close(models["vector"].quantum_values(),
+                               models["circuit"].quantum_values().detach().float(),
+                               rtol=1e-4, atol=1e-4)

@@ -16,6 +16,12 @@ from qtune.errors import QtuneError
 #: Ways to differentiate the circuit; "auto" picks per device (see ``resolve_diff_method``).
 DIFF_METHODS = ("auto", "adjoint", "backprop", "parameter-shift")
 MAX_QUBITS = 24
+#: What weights the tensor-train bonds besides the classical fusion weight lambda_c:
+#: "circuit" the trained circuit (QWTH); the controls that isolate the circuit keep the
+#: same cores and change only this branch: "frozen" the circuit with its random angles
+#: fixed, "vector" a trainable classical vector of the circuit's 2^n outputs (softmax,
+#: centred like the circuit's probabilities), "none" nothing (the plain tensor-train adapter).
+QUANTUM_BRANCHES = ("circuit", "frozen", "vector", "none")
 
 
 @dataclass
@@ -31,6 +37,7 @@ class QWTHConfig:
         device, e.g. lightning.qubit, lightning.gpu or a hardware plugin; shots=None gives
         exact probabilities, an int sampled ones, differentiated by parameter shift).
     fusion_init: initial (lambda_classical, lambda_quantum) of every adapted layer.
+    quantum: the quantum branch, one of QUANTUM_BRANCHES (controls for the study).
     seed: seeds the initial cores and circuit angles (a training run sets it to its own seed).
     """
 
@@ -45,6 +52,7 @@ class QWTHConfig:
     diff_method: str = "auto"
     shots: int | None = None
     fusion_init: tuple[float, float] = field(default=(1.0, 0.1))
+    quantum: str = "circuit"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -107,9 +115,13 @@ class QWTHConfig:
                 f"diff_method {self.diff_method!r} needs exact probabilities: "
                 "use shots=None or diff_method 'parameter-shift' / 'auto'"
             )
+        if self.quantum not in QUANTUM_BRANCHES:
+            raise QtuneError(
+                f"quantum {self.quantum!r} is not one of {', '.join(QUANTUM_BRANCHES)}"
+            )
         if len(self.fusion_init) != 2:
             raise QtuneError(f"fusion_init must be (lambda_c, lambda_q), got {self.fusion_init}")
-        if check_device:
+        if check_device and self.quantum != "none":
             from qtune.finetune.qwth.circuit import check_device_name
 
             check_device_name(self.device)

@@ -34,18 +34,25 @@ def matches_target(module_name: str, targets: Iterable[str]) -> bool:
     return any(module_name == t or module_name.endswith("." + t) for t in targets)
 
 
+def quantum_parameter_count(config: QWTHConfig) -> int:
+    """Trainable parameters of the quantum branch: the circuit's 3 angles per qubit and
+    layer, the control vector's 2^n entries, or none (frozen circuit, no branch)."""
+    return {"circuit": 3 * config.n_qubits * config.circuit_layers,
+            "vector": 2**config.n_qubits}.get(config.quantum, 0)
+
+
 def qwth_parameter_count(
     layer_shapes: Iterable[tuple[int, int]], config: QWTHConfig
 ) -> int:
     """Trainable parameters of a QWTH adapter on layers of shape (d_in, d_out):
 
-    sum_l [cores(A_l: r x d_in) + cores(B_l: d_out x r) + 2 fusion scalars]
-    + 3 * n_qubits * circuit_layers, where cores(M) = sum_k R_{k-1} m_k n_k R_k."""
-    total = 3 * config.n_qubits * config.circuit_layers
+    sum_l [cores(A_l: r x d_in) + cores(B_l: d_out x r) + fusion scalars (2; 1 without a
+    quantum branch)] + the quantum branch's, where cores(M) = sum_k R_{k-1} m_k n_k R_k."""
+    total = quantum_parameter_count(config)
     for d_in, d_out in layer_shapes:
         total += tt_parameter_count(config.r, d_in, config.n_factors, config.tt_rank)
         total += tt_parameter_count(d_out, config.r, config.n_factors, config.tt_rank)
-        total += 2
+        total += 1 if config.quantum == "none" else 2
     return total
 
 
@@ -78,10 +85,9 @@ class QWTHModel(nn.Module):
             parameter.requires_grad_(False)
         self.adapted: dict[str, QWTHLinear] = {}
         self._inject(base_model, config)
-        self.circuit = QuantumWeights(
-            config.n_qubits, config.circuit_layers, config.device, config.diff_method,
-            config.shots, seed=config.seed,
-        )
+        self.circuit: QuantumWeights | None = None
+        self.quantum_vector: nn.Parameter | None = None
+        self._make_quantum_branch(config)
         self._plans = self._plan_bonds()
         self._cache_key: tuple | None = None
         self._hook = base_model.register_forward_pre_hook(self._refresh_hook)
@@ -116,6 +122,38 @@ class QWTHModel(nn.Module):
             setattr(parent, child, layer)
             self.adapted[name] = layer
 
+    def _make_quantum_branch(self, config: QWTHConfig) -> None:
+        """The circuit, or the control that replaces it (see QUANTUM_BRANCHES)."""
+        if config.quantum == "none":
+            return
+        circuit = QuantumWeights(config.n_qubits, config.circuit_layers, config.device,
+                                 config.diff_method, config.shots, seed=config.seed)
+        if config.quantum == "vector":
+            # Start from the circuit's own initial distribution: the same function at
+            # step 0, so only what is trainable differs.
+            with torch.no_grad():
+                probabilities = (circuit() + 1.0) / circuit.size
+            self.quantum_vector = nn.Parameter(torch.log(probabilities.float().clamp_min(1e-12)))
+            return
+        if config.quantum == "frozen":
+            circuit.requires_grad_(False)
+        self.circuit = circuit
+
+    @property
+    def quantum_size(self) -> int:
+        return 2**self.config.n_qubits
+
+    def quantum_values(self) -> torch.Tensor | None:
+        """q: the 2^n centred values that weight the bonds (None without a quantum branch)."""
+        if self.quantum_vector is not None:
+            return self.quantum_size * torch.softmax(self.quantum_vector, dim=0) - 1.0
+        if self.circuit is None:
+            return None
+        if self.config.quantum == "frozen":
+            with torch.no_grad():  # fixed angles: nothing to differentiate
+                return self.circuit()
+        return self.circuit()
+
     @staticmethod
     def _warn_if_fewer_cores(name: str, module: nn.Linear, config: QWTHConfig) -> None:
         for rows, cols in ((config.r, module.in_features), (module.out_features, config.r)):
@@ -126,7 +164,7 @@ class QWTHModel(nn.Module):
 
     def _plan_bonds(self) -> list[_BondPlan]:
         """Assign consecutive (cyclic) slices of q to every bond, then group by shape."""
-        size = self.circuit.size
+        size = self.quantum_size
         cursor = 0
         groups: dict[tuple, list] = defaultdict(list)
         for name, layer in self.adapted.items():
@@ -136,7 +174,7 @@ class QWTHModel(nn.Module):
                     indices.append(torch.arange(cursor, cursor + bond) % size)
                     cursor += bond
                 groups[factor.signature].append((name, factor, layer, indices))
-        if cursor > size:
+        if cursor > size and self.config.quantum != "none":
             log.warning(
                 "the adapter has %d bond weights but the %d-qubit circuit gives %d values: "
                 "they are reused cyclically; n_qubits=%d would give each bond its own",
@@ -154,17 +192,18 @@ class QWTHModel(nn.Module):
     # -- building the factors ------------------------------------------------------
     def _build_matrices(self) -> dict[str, dict[str, torch.Tensor]]:
         """All A_l, B_l from one circuit evaluation: {module name: {"A"|"B": matrix}}."""
-        q = self.circuit()
+        q = self.quantum_values()
         out: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
         for plan in self._plans:
             cores = [torch.stack([f.cores[k] for f in plan.factors])
                      for k in range(len(plan.factors[0].cores))]
             fusion = torch.stack([layer.fusion for layer in plan.layers])  # (G, 2)
             device = cores[0].device
-            weights = [
-                fusion[:, :1] + fusion[:, 1:] * q.to(device)[index.to(device)]
-                for index in plan.q_index
-            ]
+            if q is None:  # no quantum branch: the classical fusion weight alone
+                weights = [fusion[:, :1].expand(-1, index.shape[1]) for index in plan.q_index]
+            else:
+                weights = [fusion[:, :1] + fusion[:, 1:] * q.to(device)[index.to(device)]
+                           for index in plan.q_index]
             matrices = tt_matrices_batched(cores, weights)
             for name, factor, layer, matrix in zip(plan.names, plan.factors, plan.layers, matrices,
                                                    strict=True):
@@ -213,7 +252,10 @@ class QWTHModel(nn.Module):
                 for name, layer in self.adapted.items()}
 
     def num_trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self._trainable())
+        """Parameters training can change. Without a quantum branch lambda_q multiplies
+        nothing (its gradient is zero), so it is not counted."""
+        unused = len(self.adapted) if self.config.quantum == "none" else 0
+        return sum(p.numel() for p in self._trainable()) - unused
 
     def lora_parameter_count(self) -> int:
         return lora_parameter_count(self.layer_shapes().values(), self.config.r)

@@ -1,0 +1,45 @@
+"""`qtune study`: run a grid of fine-tuning runs from a TOML file and report on it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "study",
+        help="run a fair comparison of methods (tuned learning rates, seeds, controls)",
+        description=(
+            "Run every fine-tuning run of a study (task x method x learning rate x seed, "
+            "see studies/circuit.toml) through the same training loop as `qtune finetune`, "
+            "then write its report. Each finished run is appended to <output>/runs.csv at "
+            "once; rerunning skips what is there and resumes an interrupted run from its "
+            "checkpoint. First every method's learning-rate sweep (extended while the best "
+            "rate is at an edge), then the other seeds at each method's best rate."
+        ),
+    )
+    parser.add_argument("--config", type=Path, required=True,
+                        help="the study's TOML file, e.g. studies/circuit.toml")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from runs.csv without training anything")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="Markdown report to write (default: <output>/../study.md, "
+                        "docs/study.md for the shipped study)")
+    parser.set_defaults(func=_study)
+
+
+def _study(args: argparse.Namespace) -> int:
+    from qtune.study.config import StudyConfig
+    from qtune.study.report import write_report
+    from qtune.study.runner import RUNS_FILE, ResultsFile, StudyRunner
+
+    study = StudyConfig.from_toml(args.config)
+    if args.report_only:
+        results = ResultsFile(study.output_dir / RUNS_FILE, study)
+    else:
+        results = StudyRunner(study).run()
+    command = f"qtune study --config {args.config}"
+    report = write_report(study, results, args.report, command)
+    print(f"{len(results.rows)} runs in {results.path}; report: {report}")
+    return 0

@@ -1,0 +1,119 @@
+"""The study's report: each method at its own best learning rate, intervals over seeds,
+paired tests against LoRA and against every control, plots, and a plain verdict.
+Intervals are Student-t intervals over seeds; tests are scipy's paired t-test
+(``ttest_rel``), paired by seed (see :mod:`qtune.study.summary`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from pathlib import Path
+
+from qtune.study.config import StudyConfig
+from qtune.study.plots import plot_task
+from qtune.study.runner import ResultsFile
+from qtune.study.summary import paired, summarize
+
+#: The comparisons the verdict rests on: (a, b, what a win for a would mean).
+QUESTIONS = (
+    ("qwth", "lora", "QWTH beats rank-8 LoRA at its own best rate"),
+    ("qwth", "lora-r1", "QWTH beats a LoRA of about its size (rank 1)"),
+    ("qwth", "qwth-none", "the circuit beats no quantum branch (the plain tensor train)"),
+    ("qwth", "qwth-vector", "the circuit beats a trainable classical vector of its size"),
+    ("qwth", "qwth-frozen", "training the circuit beats leaving its random angles fixed"),
+)
+
+
+
+
+
+
+
+
+
+
+def verdict(diff: tuple[float, float, float, float | None, int]) -> str:
+    mean, _, _, p, n = diff
+    if n < 2 or p is None:
+        return f"not decided yet ({n} seed{'s' if n != 1 else ''} paired)"
+    if p < 0.05:
+        return "**yes**" if mean < 0 else "**no**: it is significantly worse"
+    return f"**no**: no significant difference (p = {p:.2g})"
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Path | None,
+                 report_dir: Path) -> list[str]:
+    summaries = summarize(results, study, task)
+    lines = [f"## {task}", ""]
+    if figure is not None:
+        lines += [f"![{task}: held-out loss]({figure.relative_to(report_dir)})", ""]
+    lines += ["| method | trainable parameters | best rate (seed "
+              f"{study.seeds[0]} sweep) | seeds | held-out loss, mean [95% CI] | "
+              "training loss (last 10 steps) |", "|---|---:|---:|---:|---|---:|"]
+    for s in summaries.values():
+        interval = s.interval()
+        shown = (f"{interval[0]:.4f} [{interval[1]:.4f}, {interval[2]:.4f}]"
+                 if interval else "n/a")
+        train = statistics.fmean(s.train_losses.values()) if s.train_losses else None
+        trainable = f"{s.trainable:,}" if s.trainable else "n/a"
+        best = f"{s.best_lr:.3g}" if s.best_lr else "n/a"
+        lines.append(f"| {s.method} | {trainable} | {best} | {len(s.losses)} | {shown} | "
+                     f"{_fmt(train)} |")
+    lines += ["", "| question | A − B held-out loss [95% CI] | paired t-test p | seeds | "
+              "answer |", "|---|---|---:|---:|---|"]
+    for a, b, question in QUESTIONS:
+        if a not in summaries or b not in summaries:
+            continue
+        diff = paired(summaries[a], summaries[b])
+        p = "n/a" if diff[3] is None else f"{diff[3]:.3g}"
+        lines.append(f"| {question}? ({a} − {b}) | {diff[0]:+.4f} [{diff[1]:+.4f}, "
+                     f"{diff[2]:+.4f}] | {p} | {diff[4]} | {verdict(diff)} |")
+    return lines + [""]
+
+
+def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
+                 command: str) -> Path:
+    path = path or study.output_dir.parent / "study.md"
+    rows = [r for r in results.rows.values() if r["task"] in study.tasks]
+    hours = sum(float(r.get("seconds") or 0) for r in rows) / 3600
+    budget = study.run_config(study.tasks[0], study.methods[0], 1e-3, 0, Path("x"))
+    planned = len(study.tasks) * sum(len(study.learning_rates[m]) + len(study.seeds) - 1
+                                     for m in study.methods)
+    lines = [
+        f"# Study `{study.name}`: does the circuit earn its place?", "",
+        f"Produced by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on "
+        f"{cpu_text()}. {len(rows)} of about {planned} runs done, {hours:.1f} hours of "
+        "training in all" + ("." if len(rows) >= planned else
+                             " — **incomplete: the answers below are provisional**."), "",
+        f"Every run: {budget.steps} steps x batch {budget.batch_size} x {budget.seq_len} tokens, "
+        f"warmup {budget.warmup}, cosine to {budget.min_lr_ratio:g} x the rate, targets "
+        f"{', '.join(budget.adapter.target_modules)}, the same data order per seed. Held-out "
+        f"loss: the mean answer-token cross-entropy on one fixed set of "
+        f"{budget.eval_batches * budget.batch_size} examples per task (the same for every "
+        f"run). Each method's rate is the best of its sweep at seed {study.seeds[0]}; "
+        f"seeds {', '.join(map(str, study.seeds))} at that rate give the intervals "
+        "(Student-t, 95%) and the paired tests (paired by seed).", "",
+        "Methods: `lora` rank 8 and `lora-r1` rank 1 (PEFT LoRA); `qwth` (circuit-weighted "
+        "tensor-train cores); controls with QWTH's cores and another quantum branch: "
+        "`qwth-none` (none: the plain tensor-train adapter), `qwth-vector` (a trainable "
+        "classical vector of the circuit's 2^n outputs), `qwth-frozen` (the circuit with its "
+        "random angles fixed).", "",
+    ]
+    for task in study.tasks:
+        figure = plot_task(study, results, task, study.output_dir / f"{task}.png")
+        lines += task_section(study, results, task, figure, path.parent)
+    lines += [f"Every run: [{results.path.name}]({results.path.relative_to(path.parent)}).", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
+
+
+def cpu_text() -> str:
+    from qtune.hardware import cpu_flags
+
+    wanted = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))
+    return f"a CPU with flags {' '.join(wanted) or 'none of avx/amx'}"

@@ -1,0 +1,65 @@
+"""A study's numbers per task: each method at its best rate, intervals over seeds, and
+paired differences (paired by seed: the seed fixes the data order and the initial
+weights' random stream, so two methods with the same seed see the same batches)."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from qtune.study.config import StudyConfig
+from qtune.study.runner import ResultsFile
+
+
+@dataclass
+class MethodSummary:
+    method: str
+    best_lr: float | None
+    trainable: int | None
+    losses: dict[int, float]  # seed -> held-out loss at the best rate
+    train_losses: dict[int, float]
+
+    def interval(self) -> tuple[float, float, float] | None:
+        return mean_interval(list(self.losses.values()))
+
+
+def mean_interval(values: list[float]) -> tuple[float, float, float] | None:
+    """(mean, low, high): a 95% Student-t interval; (mean, mean, mean) for one value."""
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, mean, mean
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def summarize(results: ResultsFile, study: StudyConfig, task: str) -> dict[str, MethodSummary]:
+    summaries = {}
+    sweep_seed = study.seeds[0]
+    for method in study.methods:
+        rows = [r for (t, m, _, _), r in results.rows.items() if (t, m) == (task, method)]
+        swept = [r for r in rows if r["seed"] == sweep_seed]
+        best = min(swept, key=lambda r: r["heldout_loss"])["lr"] if swept else None
+        at_best = [r for r in rows if best is not None and f"{r['lr']:.6g}" == f"{best:.6g}"]
+        summaries[method] = MethodSummary(
+            method, best, rows[0]["trainable_params"] if rows else None,
+            {r["seed"]: r["heldout_loss"] for r in at_best},
+            {r["seed"]: r["train_loss"] for r in at_best})
+    return summaries
+
+
+def paired(a: MethodSummary, b: MethodSummary) -> tuple[float, float, float, float | None, int]:
+    """(mean a-b, CI low, CI high, p of the paired t-test or None, seeds paired)."""
+    seeds = sorted(set(a.losses) & set(b.losses))
+    diffs = [a.losses[s] - b.losses[s] for s in seeds]
+    mean, low, high = mean_interval(diffs) or (float("nan"),) * 3
+    p = None
+    if len(seeds) >= 2 and statistics.stdev(diffs) > 0:
+        from scipy import stats
+
+        p = float(stats.ttest_rel([a.losses[s] for s in seeds],
+                                  [b.losses[s] for s in seeds]).pvalue)
+    return mean, low, high, p, len(seeds)

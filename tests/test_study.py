@@ -1,0 +1,150 @@
+"""`qtune study` on a tiny model: a resumed study skips finished runs and gives the same
+rows; bad input is refused with a message that says what to do; the report is written."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from qtune.finetune.train import train
+from qtune.study.config import StudyConfig, extend_sweep
+from qtune.study.runner import ResultsFile, StudyRunner
+
+from qtune.cli import main
+from qtune.errors import QtuneError
+
+VOLATILE = {"seconds"}  # wall time differs between runs; nothing else may
+
+
+def tiny_study(model_dir: Path, output: Path, **overrides) -> StudyConfig:
+    values = dict(
+        name="tiny", tasks=["math"], methods=["lora", "qwth-none"], seeds=[0, 1],
+        learning_rates={"lora": [1e-3, 1e-2], "qwth-none": [1e-3, 1e-2]},
+        output=str(output), max_extensions=0,
+        train=dict(base_model=str(model_dir), steps=2, batch_size=4, seq_len=64, warmup=1,
+                   eval_every=0, eval_batches=32, save_every=1, max_train_examples=8,
+                   n_qubits=4, circuit_layers=1, tt_rank=2, n_factors=2),
+    )
+    values.update(overrides)
+    return StudyConfig(**values).validate()
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return [{k: v for k, v in row.items() if k not in VOLATILE}
+                for row in csv.DictReader(handle)]
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(data_dir):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_a_resumed_study_skips_finished_runs_and_gives_the_same_rows(tiny_model_dir, tmp_path):
+    whole = tiny_study(tiny_model_dir, tmp_path / "whole")
+    StudyRunner(whole, runs_root=tmp_path / "runs-whole", progress=False).run()
+    expected = rows(tmp_path / "whole" / "runs.csv")
+    assert len(expected) == 2 * 2 + 2 * 1  # two sweeps of two rates, one more seed each
+
+    calls = []
+
+    def killed_in_the_fourth_run(config):
+        calls.append(config)
+        if len(calls) == 4:  # stop inside the run, after its first checkpoint
+            def stop(step, row, model):
+                raise Interrupt
+            return train(config, on_step=stop)
+        return train(config)
+
+    study = tiny_study(tiny_model_dir, tmp_path / "broken")
+    runs = tmp_path / "runs-broken"
+    with pytest.raises(Interrupt):
+        StudyRunner(study, train=killed_in_the_fourth_run, runs_root=runs, progress=False).run()
+    assert len(rows(tmp_path / "broken" / "runs.csv")) == 3  # nothing lost but the run in progress
+    again = []
+
+    def counted(config):
+        again.append(config)
+        return train(config)
+
+    StudyRunner(study, train=counted, runs_root=runs, progress=False).run()
+    assert len(again) == 3 and again[0].resume  # the interrupted run continued
+    assert rows(tmp_path / "broken" / "runs.csv") == expected
+    report = tmp_path / "study.md"
+    assert main(["study", "--config", str(write_toml(study, tmp_path)), "--report-only",
+                 "--report", str(report)]) == 0
+    text = report.read_text()
+    assert "| lora |" in text and "| qwth-none |" in text and "incomplete" not in text
+    assert (tmp_path / "broken" / "math.png").stat().st_size > 1000
+
+
+def write_toml(study: StudyConfig, folder: Path) -> Path:
+    def value(v):
+        return repr(v) if not isinstance(v, str) else f'"{v}"'
+
+    lines = [f"name = {value(study.name)}", f"tasks = {study.tasks!r}".replace("'", '"'),
+             f"methods = {study.methods!r}".replace("'", '"'), f"seeds = {study.seeds!r}",
+             f"output = {value(study.output)}", f"max_extensions = {study.max_extensions}",
+             "[learning_rates]",
+             *(f'"{m}" = {rates!r}' for m, rates in study.learning_rates.items()), "[train]",
+             *(f"{k} = {value(v)}" for k, v in study.train.items())]
+    path = folder / "tiny.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"methods": ["lora", "dora"]}, "unknown method 'dora'"),
+    ({"tasks": ["poetry"]}, "unknown task 'poetry'"),
+    ({"learning_rates": {"lora": [1e-3], "qwth-none": [1e-3, 1e-2]}},
+     "needs at least two positive rates"),
+    ({"seeds": []}, "seeds is empty"),
+])
+def test_bad_study_settings_are_refused(change, message, tmp_path):
+    with pytest.raises(QtuneError, match=message):
+        tiny_study(Path("/models/tiny"), tmp_path, **change)
+
+
+def test_a_small_held_out_set_and_run_keys_in_train_are_refused(tmp_path):
+    train_values = dict(steps=2, batch_size=4, eval_batches=4)
+    with pytest.raises(QtuneError, match="held-out set is 16 examples"):
+        tiny_study(Path("/m"), tmp_path, train=train_values)
+    with pytest.raises(QtuneError, match="may not set lr"):
+        tiny_study(Path("/m"), tmp_path, train={**train_values, "eval_batches": 32, "lr": 1.0})
+
+
+def test_runs_from_another_study_config_are_refused(tmp_path):
+    study = tiny_study(Path("/m"), tmp_path)
+    results = ResultsFile(tmp_path / "runs.csv", study)
+    results.append({"study": "tiny", "fingerprint": results.fingerprint, "task": "math",
+                    "method": "lora", "trainable_params": 10, "lr": 1e-3, "seed": 0,
+                    "steps": 2, "train_loss": 1.0, "heldout_loss": 2.0, "seconds": 1,
+                    "phase": "sweep"})
+    assert len(ResultsFile(tmp_path / "runs.csv", study).rows) == 1
+    other = tiny_study(Path("/m"), tmp_path, train={**study.train, "steps": 3})
+    with pytest.raises(QtuneError, match="different study config.*another `output`"):
+        ResultsFile(tmp_path / "runs.csv", other)
+
+
+def test_a_sweep_is_extended_beyond_the_edge_its_best_rate_sits_at():
+    assert extend_sweep([1e-3, 1e-2], 1e-2) == pytest.approx(1e-1)
+    assert extend_sweep([1e-3, 1e-2], 1e-3) == pytest.approx(1e-4)
+    assert extend_sweep([1e-3, 3e-3, 1e-2], 3e-3) is None
+
+
+def test_the_shipped_study_is_valid():
+    study = StudyConfig.from_toml(Path(__file__).resolve().parent.parent / "studies" /
+                                  "circuit.toml")
+    assert set(study.methods) == {"lora", "lora-r1", "qwth", "qwth-none", "qwth-vector",
+                                  "qwth-frozen"}
+    assert len(study.seeds) >= 3 and all(len(r) >= 4 for r in study.learning_rates.values())
