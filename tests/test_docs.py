@@ -55,5 +55,6 @@ def test_every_command_is_documented(command):
 
 def test_architecture_names_every_part():
     text = (REPO / "docs" / "architecture.md").read_text()
-    for part in ("qtune/", "data/", "finetune/", "eval/", "serve/", "ui/", "feedback/"):
+    for part in ("qtune/", "data/", "finetune/", "eval/", "serve/", "ui/", "feedback/",
+                 "study/"):
         assert f"`{part}" in text, part
