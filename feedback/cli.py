@@ -50,10 +50,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _print_leaderboard(args: argparse.Namespace) -> int:
-    from qtune.feedback.leaderboard import leaderboard
+    from qtune.feedback.leaderboard import blind_votes, leaderboard
     from qtune.feedback.store import FeedbackStore
 
-    votes = FeedbackStore(args.db).votes()
+    votes = blind_votes(FeedbackStore(args.db).votes())
     for assistant in sorted({v["assistant"] for v in votes}):
         print(f"{assistant}:")
         standings = leaderboard([v for v in votes if v["assistant"] == assistant], args.rounds)

@@ -53,6 +53,12 @@ class Standing:
         return (self.wins + 0.5 * self.ties) / self.votes if self.votes else float("nan")
 
 
+def blind_votes(votes: Iterable[Mapping]) -> list[Mapping]:
+    """The votes cast without seeing the models' names. Named votes are biased by the
+    names (and by whoever prefers a label), so the leaderboard counts blind votes only."""
+    return [v for v in votes if v.get("blind", True)]
+
+
 def battles_from_votes(votes: Iterable[Mapping]) -> list[Battle]:
     """Keep the fields the leaderboard needs; skip votes with an unknown winner or a model
     compared with itself (they carry no information)."""

@@ -151,3 +151,40 @@ def test_secrets_come_from_the_environment_or_a_file(tmp_path, monkeypatch):
     key_file.write_text("")
     with pytest.raises(QtuneError, match="is empty"):
         settings()
+
+
+def test_votes_need_reading_time_a_short_comment_and_count_only_when_blind(tmp_path):
+    """A vote sooner than a person can read both answers, or with a 1 MB comment, is not
+    stored (the vote stays pending); named votes are stored but not in the leaderboard."""
+    import time
+
+    from qtune.feedback import leaderboard as lb
+    from qtune.ui.state import MAX_COMMENT_CHARS, MIN_READ_SECONDS
+
+    store = FeedbackStore(tmp_path / "fb.db")
+    ui = QtuneUI(api_base="http://127.0.0.1:9/v1", store=store)
+
+    def answered(blind: bool, seconds_ago: float) -> CompareSession:
+        session = CompareSession(conversation_id="c", assistant="math", left="math-qwth",
+                                 right="math-lora", blind=blind)
+        session.pending_vote = Vote(conversation_id="c", assistant="math", model_a="math-qwth",
+                                    model_b="math-lora", winner="tie", prompt="2+2?",
+                                    answer_a="4", answer_b="5", blind=blind)
+        session.answered_at = time.monotonic() - seconds_ago
+        return session
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # gr.Warning outside a request becomes a warning
+        session, message, *_ = ui.vote("model_a", "", answered(True, 0.1))
+        assert "Read both answers first" in message and session.pending_vote is not None
+        session, message, *_ = ui.vote("model_a", "x" * (MAX_COMMENT_CHARS + 1),
+                                       answered(True, MIN_READ_SECONDS + 1))
+        assert "keep it under" in message and session.pending_vote is not None
+    assert store.votes() == []
+    ui.vote("model_a", "fine", answered(True, MIN_READ_SECONDS + 1))
+    ui.vote("model_b", "named", answered(False, MIN_READ_SECONDS + 1))
+    votes = store.votes("math")
+    assert [v["blind"] for v in votes] == [True, False]
+    assert lb.blind_votes(votes) == votes[:1]
+    rows, _, summary = ui.leaderboard("math")
+    assert "1 votes between 2 models" in summary and "1 votes cast with the names shown" in summary

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from qtune.ui.state import MIN_READ_SECONDS
 from ui_fixtures import collect_adapters, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -119,6 +120,7 @@ def test_compare_vote_and_leaderboard(stack, page, artifacts_dir):
     save_screenshot(page, artifacts_dir, "compare")
 
     page.locator("#comment textarea").fill("left was clearer")
+    page.wait_for_timeout(1000 * MIN_READ_SECONDS)  # a person reads both answers first
     vote_left.click()
     page.wait_for_selector("#vote-status:has-text('saved')")
     status = page.locator("#vote-status").inner_text()

@@ -110,7 +110,8 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
                        [chat["chatbot"], chat["session"], chat["text"], chat["safety"]])
     chat["clear"].click(ui.clear_chat, None, chat_clear_outputs)
     chat["chatbot"].clear(ui.clear_chat, None, chat_clear_outputs)  # the chatbot's own bin
-    chat["chatbot"].like(ui.chat_rate, chat["session"], None)
+    # What writes feedback is not offered as an API endpoint (only people in the page vote).
+    chat["chatbot"].like(ui.chat_rate, chat["session"], None, api_visibility="private")
 
     # Compare: both streams at once; votes enabled when both answers are complete.
     compare_submit_outputs = [cmp["text"], cmp["left"], cmp["right"], cmp["session"],
@@ -137,6 +138,7 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
             [cmp["comment"], cmp["session"]],
             [cmp["session"], cmp["vote_status"], *cmp["votes"], cmp["left"], cmp["right"],
              cmp["comment"]],
+            api_visibility="private",
         ).then(ui.leaderboard, assistant, board_outputs)
 
     parts["board_tab"].select(ui.leaderboard, assistant, board_outputs)

@@ -9,7 +9,7 @@ import gradio as gr
 from qtune.feedback.store import FeedbackWriteError, new_conversation_id
 from qtune.ui.endpoint import EndpointError
 from qtune.ui.safety import CRISIS_RESOURCES
-from qtune.ui.state import DOWN, UP, ChatSession, UIState
+from qtune.ui.state import DOWN, LATEX_DELIMITERS, UP, ChatSession, UIState
 
 
 class ChatHandlers(UIState):
@@ -105,11 +105,14 @@ class ChatHandlers(UIState):
         message_id = session.ids[index]
         if message_id is None:
             return  # persist_chat has already warned
+        if session.rated.get(message_id) == rating:
+            return  # one rating per answer: a repeated click adds nothing
         try:
             self.store.rate_message(message_id, rating)
         except FeedbackWriteError as error:
             gr.Warning(f"Your rating was not saved: {error}")
             return
+        session.rated[message_id] = rating
         gr.Info("Thanks, rating saved.", duration=2)
 
 
@@ -117,7 +120,7 @@ def chat_tab(ui: ChatHandlers) -> dict:
     model = gr.Dropdown([], label="Model", elem_id="chat-model")
     with gr.Row():
         chatbot = gr.Chatbot([], label="Chat", height=460, elem_id="chat-bot", scale=3,
-                             buttons=["copy"])
+                             buttons=["copy"], latex_delimiters=LATEX_DELIMITERS)
         with gr.Column(scale=1, visible=False, elem_id="chat-safety") as safety:
             gr.Markdown(CRISIS_RESOURCES)
     text = gr.Textbox(placeholder="Ask something… (Enter sends)", show_label=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import random
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,14 @@ import gradio as gr
 from qtune.feedback.store import FeedbackWriteError, Vote, new_conversation_id
 from qtune.ui.endpoint import EndpointError
 from qtune.ui.safety import CRISIS_RESOURCES
-from qtune.ui.state import DOWN, CompareSession, UIState
+from qtune.ui.state import (
+    DOWN,
+    LATEX_DELIMITERS,
+    MAX_COMMENT_CHARS,
+    MIN_READ_SECONDS,
+    CompareSession,
+    UIState,
+)
 
 VOTE_BUTTONS = (
     ("← Left is better", "model_a"),
@@ -112,6 +120,7 @@ class CompareHandlers(UIState):
             model_a_version=self.version(session.left),
             model_b_version=self.version(session.right),
         )
+        session.answered_at = time.monotonic()
         yield (session.left_history, session.right_history, session,
                "Both answers are in: which one is better?")
 
@@ -174,6 +183,17 @@ class CompareHandlers(UIState):
 
         return handle
 
+    @staticmethod
+    def _vote_refusal(comment: str | None, session: CompareSession) -> str | None:
+        """Why a vote cannot be taken (too fast to have read both answers, an overlong
+        comment), or None. Votes must come from people who read the answers."""
+        if time.monotonic() - session.answered_at < MIN_READ_SECONDS:
+            return "Read both answers first, then vote."
+        if len(comment or "") > MAX_COMMENT_CHARS:
+            return (f"The comment is {len(comment or ''):,} characters; keep it under "
+                    f"{MAX_COMMENT_CHARS:,}.")
+        return None
+
     def vote(self, winner: str, comment: str, session: CompareSession):
         """Store the vote; on failure keep it and the buttons so the user can try again."""
         vote = session.pending_vote
@@ -181,6 +201,11 @@ class CompareHandlers(UIState):
             gr.Warning("There is nothing to vote on: ask both models something first.")
             return (session, gr.update(), *self._vote_buttons(False), gr.update(), gr.update(),
                     gr.update())
+        refusal = self._vote_refusal(comment, session)
+        if refusal:
+            gr.Warning(refusal)
+            return (session, f"**Vote not saved** — {refusal}", *self._vote_buttons(True),
+                    gr.update(), gr.update(), gr.update())
         vote.winner = winner
         vote.comment = (comment or "").strip()
         try:
@@ -206,9 +231,11 @@ def compare_tab(ui: CompareHandlers) -> dict:
         blind = gr.Checkbox(True, label="Blind (hide names until the vote)", elem_id="blind")
     with gr.Row():
         left = gr.Chatbot([], label="Model A", height=380, elem_id="compare-left",
-                          feedback_options=None, buttons=["copy"], scale=2)
+                          feedback_options=None, buttons=["copy"], scale=2,
+                          latex_delimiters=LATEX_DELIMITERS)
         right = gr.Chatbot([], label="Model B", height=380, elem_id="compare-right",
-                           feedback_options=None, buttons=["copy"], scale=2)
+                           feedback_options=None, buttons=["copy"], scale=2,
+                          latex_delimiters=LATEX_DELIMITERS)
         with gr.Column(scale=1, visible=False, elem_id="compare-safety") as safety:
             gr.Markdown(CRISIS_RESOURCES)
     text = gr.Textbox(placeholder="One prompt for both models… (Enter sends)", show_label=False,

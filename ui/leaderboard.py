@@ -40,17 +40,21 @@ class LeaderboardHandlers(UIState):
             votes = self.store.votes(assistant)
         except FeedbackWriteError as error:
             return [], None, f"Cannot read the votes: {error}"
-        standings = lb.leaderboard(votes, rounds=self.bootstrap_rounds)
+        blind = lb.blind_votes(votes)
+        standings = lb.leaderboard(blind, rounds=self.bootstrap_rounds)
         rows = [
             [rank, s.model, parse_model(s.model).label, round(s.rating, 1),
              f"{s.ci_low:.0f} – {s.ci_high:.0f}", f"{100 * s.win_rate:.1f}%", s.votes,
              f"{s.wins} / {s.losses} / {s.ties}"]
             for rank, s in enumerate(standings, start=1)
         ]
-        counted = len(lb.battles_from_votes(votes))
+        counted = len(lb.battles_from_votes(blind))
+        named = len(votes) - len(blind)
         summary = (f"**{assistant}**: {counted} votes between {len(standings)} models "
-                   f"(ratings: Bradley–Terry on the Elo scale, mean 1000; 95% bootstrap "
-                   f"intervals from {self.bootstrap_rounds} resamples).")
+                   f"(blind votes only; ratings: Bradley–Terry on the Elo scale, mean 1000; "
+                   f"95% bootstrap intervals from {self.bootstrap_rounds} resamples)."
+                   + (f" {named} votes cast with the names shown are stored but not counted."
+                      if named else ""))
         if not standings:
             summary = f"**{assistant}**: no votes yet. Vote in the Compare tab."
         return rows, rating_plot(standings, assistant), summary

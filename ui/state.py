@@ -22,6 +22,17 @@ RECOVERY_POLL_S = 10.0
 #: Status line prefixes (plain symbols: they render without an emoji font).
 UP, DOWN = "●", "✖"
 DEFAULT_MAX_TOKENS = 256
+#: Math rendered in answers: \( \), \[ \] and $$ -- never a single $, because GSM8K
+#: answers are full of prices ("$3 each ... $12").
+LATEX_DELIMITERS = [
+    {"left": "$$", "right": "$$", "display": True},
+    {"left": "\\[", "right": "\\]", "display": True},
+    {"left": "\\(", "right": "\\)", "display": False},
+]
+#: Longest vote comment stored (a comment is a sentence or two, not a document).
+MAX_COMMENT_CHARS = 1000
+#: Seconds a voter needs at least to read two answers: a vote sooner is refused.
+MIN_READ_SECONDS = 2.0
 DEFAULT_TEMPERATURE = 0.7
 @dataclass
 class ChatSession:
@@ -34,6 +45,8 @@ class ChatSession:
     ids: list[int | None] = field(default_factory=list)
     stored_conversation: bool = False
     stop_requested: bool = False
+    #: message id -> the rating given in this tab (one rating per answer and tab)
+    rated: dict[int, int] = field(default_factory=dict)
 
     def append(self, role: str, content: str, model: str | None = None) -> None:
         self.history.append({"role": role, "content": content})
@@ -60,6 +73,8 @@ class CompareSession:
     right_history: list[dict] = field(default_factory=list)
     stored_conversation: bool = False
     pending_vote: Vote | None = None
+    #: when both answers were complete (time.monotonic), for MIN_READ_SECONDS
+    answered_at: float = 0.0
     stop_requested: bool = False
 
 
