@@ -36,6 +36,8 @@ from qtune.errors import QtuneError
 #: Chatbot Arena's outcome labels.
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 MODES = ("chat", "compare")
+#: How far an answer got: still arriving, finished, or stopped early (with a note why).
+MESSAGE_STATUSES = ("streaming", "complete", "incomplete")
 
 
 class FeedbackWriteError(QtuneError):
@@ -127,10 +129,19 @@ def _migration_2_adapter_versions(db: sqlite_utils.Database) -> None:
     db["ratings"].create_index(["message_id"], if_not_exists=True)
 
 
+def _migration_3_message_status(db: sqlite_utils.Database) -> None:
+    """An answer is stored as it streams: ``status`` says whether it finished ("complete"),
+    is still arriving ("streaming") or stopped early ("incomplete", with ``note`` saying
+    why). Rows written before were complete answers."""
+    db["messages"].add_column("status", str, not_null_default="complete")
+    db["messages"].add_column("note", str)
+
+
 #: Applied in order; after migration i the database has ``user_version == i``.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1_initial,
     _migration_2_adapter_versions,
+    _migration_3_message_status,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -303,15 +314,27 @@ class FeedbackStore:
         content: str,
         model: str | None = None,
         adapter_version: str | None = None,
+        status: str = "complete",
     ) -> int:
+        if status not in MESSAGE_STATUSES:
+            raise ValueError(f"status must be one of {MESSAGE_STATUSES}, not {status!r}")
         with self._write() as db:
             table = db["messages"]
             table.insert(
                 {"conversation_id": conversation_id, "role": role, "content": content,
                  "model": model, "adapter_version": adapter_version or "base",
-                 "created_at": utc_now()}
+                 "created_at": utc_now(), "status": status}
             )
             return int(table.last_pk)
+
+    def update_message(self, message_id: int, content: str, status: str,
+                       note: str | None = None) -> None:
+        """Store more of a streaming answer, or how it ended."""
+        if status not in MESSAGE_STATUSES:
+            raise ValueError(f"status must be one of {MESSAGE_STATUSES}, not {status!r}")
+        with self._write() as db:
+            db["messages"].update(message_id, {"content": content, "status": status,
+                                               "note": note})
 
     def record_vote(self, vote: Vote) -> int:
         row = asdict(vote)

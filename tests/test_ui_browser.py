@@ -165,3 +165,69 @@ def test_ui_recovers_when_the_endpoint_is_back(stack):
     assert {value for _, value in chat["choices"]} <= set(served)
     assert model_a["value"] != model_b["value"]
     assert ui.recover("● fine", "math", "", "", "")[3] == {"__type__": "update"}
+
+
+def test_an_answer_is_stored_as_it_streams_and_nothing_is_lost(stack, tmp_path):
+    """Against the real server, without the page: the question is stored when sent, the
+    answer while it streams; a second send waits; a closed tab (the generator closed) or a
+    Stop leaves the answer stored as incomplete, with why."""
+    import gradio as gr
+    from qtune.feedback.store import FeedbackStore
+    from qtune.ui.app import QtuneUI
+    from qtune.ui.state import ChatSession
+
+    _, _, served, shared_ui = stack
+    store = FeedbackStore(tmp_path / "fb.db")
+    ui = QtuneUI(api_base=shared_ui.endpoint.api_base, store=store, max_tokens=48)
+    model = next(name for name in served if name.startswith("math-"))
+
+    def stored() -> list[dict]:
+        return [m for c in store.conversations() for m in c["messages"]]
+
+    _, _, session, _ = ui.chat_submit("What is 12 times 7?", ChatSession(), "math")
+    assert [(m["role"], m["status"]) for m in stored()] == [("user", "complete")]
+    stream = ui.chat_stream(session, model, "You are a careful math tutor.", 0.0, 48)
+    next(stream)  # the first piece has arrived
+    with pytest.raises(gr.Error, match="still arriving"):
+        ui.chat_submit("And 13 times 7?", session, "math")
+    stream.close()  # the tab is closed while the answer streams
+    answer = stored()[-1]
+    assert (answer["role"], answer["status"], answer["model"]) == ("assistant", "incomplete",
+                                                                  model)
+    assert "closed" in answer["note"] and answer["content"]
+
+    _, _, session, _ = ui.chat_submit("What is 2 plus 2?", session, "math")
+    stream = ui.chat_stream(session, model, "You are a careful math tutor.", 0.0, 48)
+    next(stream)
+    ui.chat_stop(session)
+    *_, (history, session, status) = stream
+    assert "incomplete (stopped by the user)" in status
+    assert (stored()[-1]["status"], stored()[-1]["note"]) == ("incomplete", "stopped by the user")
+
+    _, _, session, _ = ui.chat_submit("What is 3 plus 4?", session, "math")
+    *_, (history, session, status) = ui.chat_stream(session, model, "Be brief.", 0.0, 16)
+    assert stored()[-1]["status"] == "complete" and stored()[-1]["content"] == history[-1]["content"]
+
+
+def test_compared_answers_are_stored_as_they_stream(stack, tmp_path):
+    import gradio as gr
+    from qtune.feedback.store import FeedbackStore
+    from qtune.ui.app import QtuneUI
+    from qtune.ui.state import CompareSession
+
+    _, _, served, shared_ui = stack
+    store = FeedbackStore(tmp_path / "fb.db")
+    ui = QtuneUI(api_base=shared_ui.endpoint.api_base, store=store, max_tokens=48)
+    left, right = [name for name in served if name.startswith("math-")][:2]
+    _, _, _, session, *_ = ui.compare_submit("What is 6 times 7?", CompareSession(), "math",
+                                             left, right, True)
+    stream = ui.compare_stream(session, "You are a careful math tutor.", 0.0, 48)
+    next(stream)
+    with pytest.raises(gr.Error, match="still arriving"):
+        ui.compare_submit("And 6 times 8?", session, "math", left, right, True)
+    stream.close()  # the tab is closed
+    messages = [m for c in store.conversations() for m in c["messages"]]
+    assert [(m["role"], m["status"]) for m in messages] == [
+        ("user", "complete"), ("assistant", "incomplete"), ("assistant", "incomplete")]
+    assert all("closed" in m["note"] for m in messages[1:])
+    assert session.pending_vote is None and store.votes() == []

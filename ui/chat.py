@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,7 +10,7 @@ import gradio as gr
 from qtune.feedback.store import FeedbackWriteError, new_conversation_id
 from qtune.ui.endpoint import EndpointError
 from qtune.ui.safety import CRISIS_RESOURCES
-from qtune.ui.state import DOWN, LATEX_DELIMITERS, UP, ChatSession, UIState
+from qtune.ui.state import DOWN, LATEX_DELIMITERS, SAVE_EVERY_S, UP, ChatSession, UIState
 
 
 class ChatHandlers(UIState):
@@ -19,10 +20,13 @@ class ChatHandlers(UIState):
         return [], ChatSession(), gr.update(visible=False), ""
 
     def chat_submit(self, text: str, session: ChatSession, assistant: str):
+        if session.streaming:
+            raise gr.Error("An answer is still arriving: wait for it, or press Stop, then send.")
         text = self.check_input(text)
         if not session.conversation_id or session.assistant != assistant:
             session = ChatSession(conversation_id=new_conversation_id(), assistant=assistant)
         session.append("user", text)
+        self.persist_chat(session)  # the question is kept even if the tab closes now
         return "", session.history, session, self._chat_safety(session)
 
     def _chat_safety(self, session: ChatSession):
@@ -32,6 +36,8 @@ class ChatHandlers(UIState):
         self, session: ChatSession, model: str, system_prompt: str, temperature: float,
         max_tokens: int,
     ) -> Iterator[tuple[list[dict], ChatSession, Any]]:
+        """Stream the answer, storing it as it arrives: a closed tab, a Stop or a lost
+        endpoint leaves it in the database marked incomplete, with why."""
         if not session.history or session.history[-1]["role"] != "user":
             yield session.history, session, gr.update()
             return
@@ -39,23 +45,48 @@ class ChatHandlers(UIState):
             raise gr.Error("No model is selected: is the endpoint running? Press Refresh models.")
         messages = [{"role": "system", "content": system_prompt}] + list(session.history)
         session.append("assistant", "", model)
-        session.stop_requested = False
-        answer = session.history[-1]
-        status = gr.update()
+        session.stop_requested, session.streaming = False, True
+        answer, index = session.history[-1], len(session.history) - 1
+        self._save_answer(session, index, "streaming")
+        ended, note, status = "incomplete", "the page was closed while the answer arrived", None
+        saved_at = time.monotonic()
         try:
             for piece in self.endpoint.stream_chat(model, messages, temperature, int(max_tokens)):
                 answer["content"] += piece
+                if time.monotonic() - saved_at >= SAVE_EVERY_S:
+                    self._save_answer(session, index, "streaming")
+                    saved_at = time.monotonic()
                 yield session.history, session, gr.update()
                 if session.stop_requested:
                     break
+            ended, note = (("incomplete", "stopped by the user") if session.stop_requested
+                           else ("complete", None))
             status = f"{UP} `{self.endpoint.api_base}` · {model} answered"
         except EndpointError as error:
             gr.Warning(str(error))
-            status = f"{DOWN} {error}"
-            if not answer["content"]:
-                session.pop()  # keep the question so Retry can send it again
-        self.persist_chat(session)
+            ended, note, status = "incomplete", str(error), f"{DOWN} {error}"
+        finally:  # also when the tab is closed (Gradio closes this generator)
+            session.streaming = False
+            self._save_answer(session, index, ended, note)
+        if ended == "incomplete":
+            status = f"{status or DOWN} · the answer is incomplete ({note}); it is stored as such"
+        if not answer["content"]:
+            session.pop()  # keep the question so Retry can send it again
         yield session.history, session, status
+
+    def _save_answer(self, session: ChatSession, index: int, status: str,
+                     note: str | None = None) -> None:
+        """Insert or update the answer at ``index`` with how far it got."""
+        message, model = session.history[index], session.models[index]
+        try:
+            self.persist_chat(session)
+            if session.ids[index] is None:
+                session.ids[index] = self.store.add_message(
+                    session.conversation_id, "assistant", message["content"], model,
+                    self.version(model) if model else None, status=status)
+            self.store.update_message(session.ids[index], message["content"], status, note)
+        except FeedbackWriteError as error:
+            gr.Warning(f"The answer was not saved: {error}")
 
     def persist_chat(self, session: ChatSession) -> None:
         """Store the messages not stored yet; on failure warn and try again next time."""

@@ -18,6 +18,7 @@ from qtune.ui.state import (
     LATEX_DELIMITERS,
     MAX_COMMENT_CHARS,
     MIN_READ_SECONDS,
+    SAVE_EVERY_S,
     CompareSession,
     UIState,
 )
@@ -57,6 +58,9 @@ class CompareHandlers(UIState):
         self, text: str, session: CompareSession, assistant: str, model_a: str, model_b: str,
         blind: bool,
     ):
+        if session.streaming:
+            raise gr.Error("The answers are still arriving: wait for them, or press Stop, "
+                           "then send.")
         text = self.check_input(text)
         if not model_a or not model_b:
             raise gr.Error("Choose two models (press Refresh models if the lists are empty).")
@@ -77,6 +81,7 @@ class CompareHandlers(UIState):
         session.pending_vote = None
         for history in (session.left_history, session.right_history):
             history.append({"role": "user", "content": text})
+        self._store(session, "user", text)  # the question is kept even if the tab closes
         left, right = self._side_updates(session, with_values=True)
         safety = self.safety_update(
             [m["content"] for m in session.left_history if m["role"] == "user"])
@@ -97,20 +102,34 @@ class CompareHandlers(UIState):
         answers = [{"role": "assistant", "content": ""}, {"role": "assistant", "content": ""}]
         for history, answer in zip(histories, answers, strict=True):
             history.append(answer)
-        session.stop_requested = False
+        session.stop_requested, session.streaming = False, True
+        ids = [self._store(session, "assistant", "", model, "streaming")
+               for model in (session.left, session.right)]
         errors: list[str] = []
-        for side, piece, error in self._stream_both(jobs, session, temperature, int(max_tokens)):
-            if error is not None:
-                errors.append(f"{'left' if side == 0 else 'right'} side: {error}")
-                gr.Warning(str(error))
-                continue
-            answers[side]["content"] += piece
-            yield session.left_history, session.right_history, session, gr.update()
-        if errors or not all(a["content"] for a in answers):
-            status = f"{DOWN} " + "; ".join(errors or ["a model returned an empty answer"])
+        note = "the page was closed while the answers arrived"
+        saved_at = time.monotonic()
+        try:
+            for side, piece, error in self._stream_both(jobs, session, temperature,
+                                                        int(max_tokens)):
+                if error is not None:
+                    errors.append(f"{'left' if side == 0 else 'right'} side: {error}")
+                    gr.Warning(str(error))
+                    continue
+                answers[side]["content"] += piece
+                if time.monotonic() - saved_at >= SAVE_EVERY_S:
+                    self._update(ids, answers, "streaming")
+                    saved_at = time.monotonic()
+                yield session.left_history, session.right_history, session, gr.update()
+            note = "; ".join(errors) or ("stopped by the user" if session.stop_requested
+                                         else None)
+        finally:  # also when the tab is closed (Gradio closes this generator)
+            session.streaming = False
+            self._update(ids, answers, "incomplete" if note else "complete", note)
+        if note or not all(a["content"] for a in answers):
+            status = (f"{DOWN} " + (note or "a model returned an empty answer")
+                      + ": the answers are stored as incomplete, with no vote")
             yield session.left_history, session.right_history, session, status
             return
-        self._persist_compare(session)
         session.pending_vote = Vote(
             conversation_id=session.conversation_id, assistant=session.assistant,
             model_a=session.left, model_b=session.right, winner="tie",
@@ -153,20 +172,28 @@ class CompareHandlers(UIState):
             else:
                 yield side, piece, error
 
-    def _persist_compare(self, session: CompareSession) -> None:
+    def _store(self, session: CompareSession, role: str, content: str,
+               model: str | None = None, status: str = "complete") -> int | None:
+        """Store one message of the comparison (the conversation first, once)."""
         try:
             if not session.stored_conversation:
                 self.store.start_conversation(
                     session.assistant, "compare", session.conversation_id)
                 session.stored_conversation = True
-            cid = session.conversation_id
-            self.store.add_message(cid, "user", session.left_history[-2]["content"])
-            for model, history in ((session.left, session.left_history),
-                                   (session.right, session.right_history)):
-                self.store.add_message(cid, "assistant", history[-1]["content"], model,
-                                       self.version(model))
+            return self.store.add_message(session.conversation_id, role, content, model,
+                                          self.version(model) if model else None, status)
         except FeedbackWriteError as error:
             gr.Warning(f"The conversation was not saved: {error}")
+            return None
+
+    def _update(self, ids: list[int | None], answers: list[dict], status: str,
+                note: str | None = None) -> None:
+        try:
+            for message_id, answer in zip(ids, answers, strict=True):
+                if message_id is not None:
+                    self.store.update_message(message_id, answer["content"], status, note)
+        except FeedbackWriteError as error:
+            gr.Warning(f"The answers were not saved: {error}")
 
     def vote_buttons_for(self, session: CompareSession) -> list:
         return self._vote_buttons(session.pending_vote is not None)

@@ -33,6 +33,9 @@ LATEX_DELIMITERS = [
 MAX_COMMENT_CHARS = 1000
 #: Seconds a voter needs at least to read two answers: a vote sooner is refused.
 MIN_READ_SECONDS = 2.0
+#: A streaming answer is written to the database at least this often, so that a closed
+#: tab or a crash loses at most this much of it.
+SAVE_EVERY_S = 1.0
 DEFAULT_TEMPERATURE = 0.7
 @dataclass
 class ChatSession:
@@ -47,6 +50,8 @@ class ChatSession:
     stop_requested: bool = False
     #: message id -> the rating given in this tab (one rating per answer and tab)
     rated: dict[int, int] = field(default_factory=dict)
+    #: an answer is arriving: a second question must wait
+    streaming: bool = False
 
     def append(self, role: str, content: str, model: str | None = None) -> None:
         self.history.append({"role": role, "content": content})
@@ -75,6 +80,8 @@ class CompareSession:
     pending_vote: Vote | None = None
     #: when both answers were complete (time.monotonic), for MIN_READ_SECONDS
     answered_at: float = 0.0
+    #: both answers are arriving: a second question must wait
+    streaming: bool = False
     stop_requested: bool = False
 
 
