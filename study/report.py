@@ -16,11 +16,11 @@ from qtune.study.summary import paired, summarize
 
 #: The comparisons the verdict rests on: (a, b, what a win for a would mean).
 QUESTIONS = (
-    ("qwth", "lora", "QWTH beats rank-8 LoRA at its own best rate"),
-    ("qwth", "lora-r1", "QWTH beats a LoRA of about its size (rank 1)"),
-    ("qwth", "qwth-none", "the circuit beats no quantum branch (the plain tensor train)"),
-    ("qwth", "qwth-vector", "the circuit beats a trainable classical vector of its size"),
-    ("qwth", "qwth-frozen", "training the circuit beats leaving its random angles fixed"),
+    ("qwth", "lora", "Does QWTH beat rank-8 LoRA, each at its own best rate?"),
+    ("qwth", "lora-r1", "Does QWTH beat a LoRA of about its size (rank 1)?"),
+    ("qwth", "qwth-none", "Does the circuit beat no quantum branch (the plain tensor train)?"),
+    ("qwth", "qwth-vector", "Does the circuit beat a trainable classical vector of its size?"),
+    ("qwth", "qwth-frozen", "Does training the circuit beat leaving its random angles fixed?"),
 )
 
 
@@ -63,6 +63,7 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
         best = f"{s.best_lr:.3g}" if s.best_lr else "n/a"
         lines.append(f"| {s.method} | {trainable} | {best} | {len(s.losses)} | {shown} | "
                      f"{_fmt(train)} |")
+    lines += ["", *sweep_table(study, results, task)]
     lines += ["", "| question | A − B held-out loss [95% CI] | paired t-test p | seeds | "
               "answer |", "|---|---|---:|---:|---|"]
     for a, b, question in QUESTIONS:
@@ -70,9 +71,48 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
             continue
         diff = paired(summaries[a], summaries[b])
         p = "n/a" if diff[3] is None else f"{diff[3]:.3g}"
-        lines.append(f"| {question}? ({a} − {b}) | {diff[0]:+.4f} [{diff[1]:+.4f}, "
-                     f"{diff[2]:+.4f}] | {p} | {diff[4]} | {verdict(diff)} |")
+        shown = (f"{diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]" if diff[4] else "n/a")
+        lines.append(f"| {question} ({a} − {b}) | {shown} | {p} | {diff[4]} | "
+                     f"{verdict(diff)} |")
     return lines + [""]
+
+
+def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
+    """The plain answers, each question across the tasks (details per task below)."""
+    summaries = {task: summarize(results, study, task) for task in study.tasks}
+    lines = ["## Verdict", "", "Held-out loss, each method at its own best rate, paired by "
+             "seed (a negative difference favours QWTH):", ""]
+    for a, b, question in QUESTIONS:
+        if a not in study.methods or b not in study.methods:
+            continue
+        answers = []
+        for task, by_method in summaries.items():
+            diff = paired(by_method[a], by_method[b])
+            shown = f" ({a} − {b} = {diff[0]:+.4f} over {diff[4]} seeds)" if diff[4] >= 2 else ""
+            answers.append(f"{task}: {verdict(diff)}{shown}")
+        lines.append(f"- {question} " + "; ".join(answers) + ".")
+    return lines + [""]
+
+
+def sweep_table(study: StudyConfig, results: ResultsFile, task: str) -> list[str]:
+    """Held-out loss at every swept rate (first seed); the best of each row in bold."""
+    seed = study.seeds[0]
+    swept = {(m, r["lr"]): r["heldout_loss"] for (t, m, _, s), r in results.rows.items()
+             if t == task and s == seed}
+    rates = sorted({lr for _, lr in swept})
+    if not rates:
+        return ["No run of the learning-rate sweep has finished yet."]
+    lines = [f"Learning-rate sweep (seed {seed}), held-out loss; the best of each method in "
+             "bold (a best rate at an edge of its sweep is extended by one more rate):", "",
+             "| method | " + " | ".join(f"{lr:.3g}" for lr in rates) + " |",
+             "|---|" + "---:|" * len(rates)]
+    for method in study.methods:
+        row = {lr: loss for (m, lr), loss in swept.items() if m == method}
+        best = min(row, key=row.get) if row else None
+        cells = [("n/a" if lr not in row else
+                  f"**{row[lr]:.4f}**" if lr == best else f"{row[lr]:.4f}") for lr in rates]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
@@ -103,6 +143,7 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
         "classical vector of the circuit's 2^n outputs), `qwth-frozen` (the circuit with its "
         "random angles fixed).", "",
     ]
+    lines += verdict_section(study, results)
     for task in study.tasks:
         figure = plot_task(study, results, task, study.output_dir / f"{task}.png")
         lines += task_section(study, results, task, figure, path.parent)
