@@ -15,8 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "see studies/circuit.toml) through the same training loop as `qtune finetune`, "
             "then write its report. Each finished run is appended to <output>/runs.csv at "
             "once; rerunning skips what is there and resumes an interrupted run from its "
-            "checkpoint. First every method's learning-rate sweep (extended while the best "
-            "rate is at an edge), then the other seeds at each method's best rate."
+            "checkpoint. Task by task: every method's learning-rate sweep (extended while "
+            "the best rate is at an edge), then the other seeds at each method's best rate."
         ),
     )
     parser.add_argument("--config", type=Path, required=True,

@@ -1,8 +1,9 @@
 """Run a study's grid, resumably: every finished run is appended to runs.csv at once, and
 a rerun skips what is there (an interrupted run resumes from its own checkpoint).
 
-Order: first every (task, method) learning-rate sweep at the first seed, extended by one
-rate while the best sits at an edge; then the other seeds at each method's best rate.
+Order, task by task: every method's learning-rate sweep at the first seed, extended by one
+rate while the best sits at an edge; then the other seeds at each method's best rate (so
+one task's answer is complete before the next task starts).
 """
 
 from __future__ import annotations
@@ -110,11 +111,11 @@ class StudyRunner:
                         desc=f"study {self.study.name}", disable=not self.progress,
                         dynamic_ncols=True, position=1)
         try:
-            best = {(task, method): self._sweep(task, method)
-                    for task in self.study.tasks for method in self.study.methods}
-            for (task, method), lr in best.items():
-                for seed in self.study.seeds[1:]:
-                    self._ensure(task, method, lr, seed, "seeds")
+            for task in self.study.tasks:  # one task's answer is complete before the next
+                best = {method: self._sweep(task, method) for method in self.study.methods}
+                for method, lr in best.items():
+                    for seed in self.study.seeds[1:]:
+                        self._ensure(task, method, lr, seed, "seeds")
         finally:
             self.bar.close()
         return self.results
