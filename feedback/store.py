@@ -137,11 +137,17 @@ def _migration_3_message_status(db: sqlite_utils.Database) -> None:
     db["messages"].add_column("note", str)
 
 
+def _migration_4_titles(db: sqlite_utils.Database) -> None:
+    """A conversation may carry the title a person gave it (the History panel)."""
+    db["conversations"].add_column("title", str)
+
+
 #: Applied in order; after migration i the database has ``user_version == i``.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1_initial,
     _migration_2_adapter_versions,
     _migration_3_message_status,
+    _migration_4_titles,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -167,6 +167,29 @@ def test_ui_recovers_when_the_endpoint_is_back(stack):
     assert ui.recover("● fine", "math", "", "", "")[3] == {"__type__": "update"}
 
 
+def test_history_reopens_a_chat_after_a_reload(stack, page, artifacts_dir):
+    """The chat of the first test is listed in History (from SQLite, after a reload of the
+    page), reopens in Chat, and a follow-up continues the same conversation."""
+    _, db, _, _ = stack
+    page.reload()
+    page.get_by_role("tab", name="History").click()
+    cell = (page.locator("#history-table").get_by_text("What is 12 + 30?")
+            .filter(visible=True).first)
+    cell.wait_for(timeout=30_000)
+    save_screenshot(page, artifacts_dir, "history")
+    cell.click()
+    page.locator("#history-open").click()
+    page.wait_for_selector("#chat-bot:has-text('What is 12 + 30?')")
+    page.locator("#chat-input textarea").fill("And 12 + 31?")
+    page.locator("#chat-send").click()
+    page.wait_for_selector("#status:has-text('answered')")
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("select conversation_id, role from messages where conversation_id ="
+                            " (select conversation_id from messages where content like "
+                            "'What is 12 + 30?%') order by id").fetchall()
+    assert [role for _, role in rows] == ["user", "assistant", "user", "assistant"]
+
+
 def test_an_answer_is_stored_as_it_streams_and_nothing_is_lost(stack, tmp_path):
     """Against the real server, without the page: the question is stored when sent, the
     answer while it streams; a second send waits; a closed tab (the generator closed) or a

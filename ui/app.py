@@ -23,6 +23,7 @@ import gradio as gr
 from qtune.data.prompts import SYSTEM_PROMPTS
 from qtune.ui.chat import ChatHandlers, chat_tab
 from qtune.ui.compare import VOTE_BUTTONS, CompareHandlers, compare_tab
+from qtune.ui.history import HistoryHandlers, history_tab
 from qtune.ui.leaderboard import LeaderboardHandlers, leaderboard_tab
 from qtune.ui.login import ThrottledLogin
 from qtune.ui.state import DEFAULT_TEMPERATURE, RECOVERY_POLL_S
@@ -33,7 +34,7 @@ from qtune.vocab import ASSISTANTS
 log = logging.getLogger(__name__)
 
 
-class QtuneUI(ChatHandlers, CompareHandlers, LeaderboardHandlers):
+class QtuneUI(ChatHandlers, CompareHandlers, LeaderboardHandlers, HistoryHandlers):
     """Holds the endpoint and the store; its methods are the Gradio event handlers of every
     view (one mixin per tab, sharing UIState)."""
 
@@ -58,15 +59,25 @@ def build_app(ui: QtuneUI, default_assistant: str | None = None) -> gr.Blocks:
                                         label="Temperature", elem_id="temperature")
                 max_tokens = gr.Slider(16, 1024, ui.max_tokens, step=16,
                                        label="Max new tokens", elem_id="max-tokens")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
                 chat_parts = chat_tab(ui)
             with gr.Tab("Compare", id="compare"):
                 compare_parts = compare_tab(ui)
             with gr.Tab("Leaderboard", id="leaderboard") as board_tab:
                 board_parts = leaderboard_tab()
+            with gr.Tab("History", id="history") as history_tab_:
+                history_parts = history_tab()
         _wire(ui, demo, locals())
+        _wire_history(ui, demo, locals())
     return demo
+
+
+def _model_lists(parts: dict) -> tuple[list, list]:
+    """(inputs, outputs) of ui.refresh: the assistant and the three model pickers."""
+    chat, cmp = parts["chat_parts"], parts["compare_parts"]
+    pickers = [chat["model"], cmp["model_a"], cmp["model_b"]]
+    return [parts["assistant"], *pickers], [*pickers, parts["status"]]
 
 
 def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
@@ -75,8 +86,7 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
     assistant, status = parts["assistant"], parts["status"]
     system_prompt, temperature = parts["system_prompt"], parts["temperature"]
     max_tokens = parts["max_tokens"]
-    model_outputs = [chat["model"], cmp["model_a"], cmp["model_b"], status]
-    refresh_inputs = [assistant, chat["model"], cmp["model_a"], cmp["model_b"]]
+    refresh_inputs, model_outputs = _model_lists(parts)
     chat_clear_outputs = [chat["chatbot"], chat["session"], chat["safety"], chat["text"]]
     compare_clear_outputs = [cmp["left"], cmp["right"], cmp["session"], cmp["safety"],
                              *cmp["votes"], cmp["vote_status"]]
@@ -86,7 +96,8 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
     gr.Timer(RECOVERY_POLL_S).tick(ui.recover, [status, *refresh_inputs], model_outputs,
                                    show_progress="hidden", queue=False)
     parts["refresh"].click(ui.refresh, refresh_inputs, model_outputs)
-    assistant.change(
+    # .input: only a person's choice clears the chats (History sets the value to reopen one)
+    assistant.input(
         ui.change_assistant, assistant,
         [system_prompt, *model_outputs, *chat_clear_outputs, *compare_clear_outputs],
     ).then(ui.leaderboard, assistant, board_outputs)
@@ -144,6 +155,36 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
     parts["board_tab"].select(ui.leaderboard, assistant, board_outputs)
     board["refresh"].click(ui.leaderboard, assistant, board_outputs)
     demo.load(ui.leaderboard, assistant, board_outputs)
+
+
+def _wire_history(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
+    """The History tab: list, select, reopen in Chat, rename, delete, export."""
+    history, chat = parts["history_parts"], parts["chat_parts"]
+    listing = [history["table"], history["ids"], history["status"]]
+    demo.load(ui.history_list, None, listing)
+    parts["history_tab_"].select(ui.history_list, None, listing)
+    history["refresh"].click(ui.history_list, None, listing)
+    history["table"].select(ui.history_select, history["ids"],
+                            [history["selected"], history["title"]])
+    history["open"].click(
+        ui.history_open, history["selected"],
+        [chat["chatbot"], chat["session"], parts["assistant"], parts["tabs"],
+         history["status"]],
+    ).success(
+        lambda assistant: SYSTEM_PROMPTS.get(assistant, ""), parts["assistant"],
+        parts["system_prompt"],
+    ).then(ui.refresh, *_model_lists(parts))
+    history["new"].click(ui.clear_chat, None, [chat["chatbot"], chat["session"], chat["safety"],
+                                              chat["text"]]
+                         ).then(lambda: gr.Tabs(selected="chat"), None, parts["tabs"])
+    history["rename"].click(ui.history_rename, [history["selected"], history["title"]],
+                            listing)
+    history["delete"].click(ui.history_delete, history["selected"],
+                            [*listing, history["selected"], history["title"]])
+    history["export_json"].click(lambda cid: ui.history_export(cid, "json"),
+                                 history["selected"], history["download"])
+    history["export_md"].click(lambda cid: ui.history_export(cid, "markdown"),
+                               history["selected"], history["download"])
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
