@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 export QTUNE_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: help setup run serve ui test test-fast lint bench finetune-all eval-all clean
+.PHONY: help setup run serve ui test test-fast lint bench finetune-all eval-all study clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ lint:  ## ruff and hadolint (the Dockerfile)
 
 finetune-all: setup  ## retrain the four shipped adapters (see configs/)
 	$(BIN)/qtune finetune --all --overwrite
+
+study: setup  ## run (or resume) the fair study of studies/circuit.toml -> docs/study.md (hours)
+	$(BIN)/qtune study --config studies/circuit.toml
 
 eval-all: setup  ## rebuild docs/results.md from the served adapters
 	$(BIN)/qtune report

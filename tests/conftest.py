@@ -46,6 +46,17 @@ def embedded_model() -> Path:
 
 
 @pytest.fixture()
+def one_torch_thread(data_dir):
+    """Training tests share 2 cores with everything else; data_dir sets QTUNE_DATA_DIR."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
 def tiny_llama():
     """A 2-layer random Llama with SmolLM2's head layout (GQA), small enough for unit tests."""
     import torch

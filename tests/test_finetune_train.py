@@ -28,13 +28,7 @@ OUTPUT_FILES = ("adapter_config.json", "adapter_model.safetensors", "log.csv", "
                 "metrics.json", "README.md", "training_config.json")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(data_dir):
-    """Tests share 2 cores with everything else; the data_dir fixture sets QTUNE_DATA_DIR."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(model_dir: Path, output: Path, **overrides) -> TrainConfig:

@@ -7,7 +7,6 @@ import csv
 from pathlib import Path
 
 import pytest
-import torch
 from qtune.finetune.train import train
 from qtune.study.config import StudyConfig, extend_sweep
 from qtune.study.runner import ResultsFile, StudyRunner
@@ -15,6 +14,7 @@ from qtune.study.runner import ResultsFile, StudyRunner
 from qtune.cli import main
 from qtune.errors import QtuneError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 VOLATILE = {"seconds"}  # wall time differs between runs; nothing else may
 
 
@@ -39,14 +39,6 @@ def rows(path: Path) -> list[dict]:
 
 class Interrupt(Exception):
     pass
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(data_dir):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
