@@ -294,6 +294,11 @@ def weights_version(folder: Path) -> str:
     return digest.hexdigest()[:VERSION_LENGTH]
 
 
+#: What a served snapshot holds: the PEFT files vLLM loads, and the run's metrics and
+#: settings (when there are some) for the model card of exactly these weights.
+SNAPSHOT_FILES = (PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, METRICS_FILE, TRAINING_CONFIG_FILE)
+
+
 def snapshot_name(name: str, version: str) -> str:
     """Folder name of a served snapshot: ``math-qwth@0123456789ab``."""
     return f"{name}@{version}"

@@ -172,20 +172,21 @@ def validate_adapter(name: str, path: str | Path, base: BaseShapes,
 
 
 def stage_snapshot(adapter: AdapterInfo, served_root: Path) -> Path:
-    """The folder vLLM is given for ``adapter``: a copy of its two PEFT files named
-    ``<name>@<version>`` under ``served_root``, so that ``/v1/models`` reports the version
+    """The folder vLLM is given for ``adapter``: a copy of its PEFT files (and card files,
+    see ``SNAPSHOT_FILES``) named ``<name>@<version>`` under ``served_root``, so that ``/v1/models`` reports the version
     it serves (its ``root``) and retraining the adapter while it is served changes nothing
     until the next start. Hard links where the file system allows (no bytes copied)."""
     target = served_root / fmt.snapshot_name(adapter.name, adapter.version)
-    config = fmt.PEFT_CONFIG_FILE
-    with contextlib.suppress(OSError):  # same weights (the name) and same config: reuse
-        if ((target / fmt.PEFT_WEIGHTS_FILE).is_file()
-                and (target / config).read_bytes() == (adapter.path / config).read_bytes()):
+    wanted = [name for name in fmt.SNAPSHOT_FILES if (adapter.path / name).is_file()]
+    with contextlib.suppress(OSError):  # the same weights (the name) and files: reuse it
+        if all((target / name).read_bytes() == (adapter.path / name).read_bytes()
+               for name in wanted if name != fmt.PEFT_WEIGHTS_FILE) and (
+                target / fmt.PEFT_WEIGHTS_FILE).is_file():
             return target
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for name in (fmt.PEFT_CONFIG_FILE, fmt.PEFT_WEIGHTS_FILE):
+    for name in wanted:  # the card files are optional (an adapter trained elsewhere)
         try:
             os.link(adapter.path / name, partial / name)
         except OSError:

@@ -188,3 +188,36 @@ def test_votes_need_reading_time_a_short_comment_and_count_only_when_blind(tmp_p
     assert lb.blind_votes(votes) == votes[:1]
     rows, _, summary = ui.leaderboard("math")
     assert "1 votes between 2 models" in summary and "1 votes cast with the names shown" in summary
+
+
+def test_model_cards_come_from_the_served_snapshot(tmp_path):
+    """A served adapter's card is read from the snapshot the server reports as its root,
+    which carries the run's metrics beside the weights."""
+    import json
+
+    from qtune.serve.adapters import AdapterInfo, stage_snapshot
+    from qtune.ui.cards import model_card
+
+    folder = tmp_path / "math-qwth"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_model.safetensors").write_bytes(b"weights v1")
+    early = AdapterInfo("math-qwth", folder, 8, ("q_proj",), weights_version(folder))
+    assert not (stage_snapshot(early, tmp_path / "served") / "metrics.json").exists()
+    (folder / "metrics.json").write_text(json.dumps({
+        "task": "math", "steps": 80, "batch_size": 4, "seq_len": 256,
+        "trainable_parameters": 44160, "same_rank_lora_parameters": 460800,
+        "initial_eval_loss": 1.3997, "final_eval_loss": 1.2151, "eval_split": "dev"}))
+    (folder / "training_config.json").write_text(json.dumps({"lr": 0.002, "r": 8}))
+    info = AdapterInfo("math-qwth", folder, 8, ("q_proj",), weights_version(folder))
+    root = stage_snapshot(info, tmp_path / "served")
+    assert {p.name for p in root.iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
+                                                "metrics.json", "training_config.json"}
+    card = model_card(parse_model("math-qwth", "base", str(root)))
+    assert "quantum-tuned (QWTH)" in card and info.version in card
+    assert "44,160 trainable parameters (9.6% of a rank-8 LoRA" in card
+    assert "80 steps × 4 × 256 tokens on `math`, peak lr 0.002" in card
+    assert "1.400 → 1.215" in card
+    elsewhere = model_card(parse_model("math-qwth", "base", "/not/on/this/machine"))
+    assert "No card" in elsewhere
+    assert "base model" in model_card(parse_model("smollm2-135m-instruct"))

@@ -85,6 +85,8 @@ def test_chat_answer_appears_and_rating_is_stored(stack, page, artifacts_dir):
     page.locator("#chat-input textarea").fill("What is 12 + 30? Answer briefly.")
     page.locator("#chat-send").click()
     page.wait_for_selector("#status:has-text('answered')")
+    # The card of the chosen model, read from the snapshot the server serves it from.
+    page.wait_for_selector("#chat-card:has-text('trainable parameters')")
     answer = page.locator("#chat-bot [data-testid='bot']").last
     assert answer.inner_text().strip()
     save_screenshot(page, artifacts_dir, "chat")

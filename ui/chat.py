@@ -149,6 +149,7 @@ class ChatHandlers(UIState):
 
 def chat_tab(ui: ChatHandlers) -> dict:
     model = gr.Dropdown([], label="Model", elem_id="chat-model")
+    card = gr.Markdown(elem_id="chat-card")
     with gr.Row():
         chatbot = gr.Chatbot([], label="Chat", height=460, elem_id="chat-bot", scale=3,
                              buttons=["copy"], latex_delimiters=LATEX_DELIMITERS)
@@ -163,7 +164,7 @@ def chat_tab(ui: ChatHandlers) -> dict:
         undo = gr.Button("Undo", elem_id="chat-undo")
         clear = gr.Button("Clear", elem_id="chat-clear")
     session = gr.State(ChatSession())
-    return dict(model=model, chatbot=chatbot, safety=safety, text=text, send=send, stop=stop,
+    return dict(card=card, model=model, chatbot=chatbot, safety=safety, text=text, send=send, stop=stop,
                 retry=retry, undo=undo, clear=clear, session=session)
 
 

@@ -247,7 +247,9 @@ class CompareHandlers(UIState):
         label_left, label_right = self._side_updates(session, with_values=False)
         verdict = dict((key, text) for text, key in VOTE_BUTTONS)[winner]
         message = (f"Vote #{vote_id} saved ({verdict}). Left: **{self.label(session.left)}**, "
-                   f"right: **{self.label(session.right)}**. Ask a follow-up or press Clear.")
+                   f"right: **{self.label(session.right)}**. Ask a follow-up or press Clear."
+                   f"\n\n**Left** — {self.card_for(session.left)}"
+                   f"\n\n**Right** — {self.card_for(session.right)}")
         return session, message, *self._vote_buttons(False), label_left, label_right, ""
 
 

@@ -32,6 +32,8 @@ class ServedModel:
     assistant: str | None  # None: the base model, good for every assistant
     #: weights version as the server reports it ("base" for the base model)
     version: str = "base"
+    #: the folder the server reads the model from (its /v1/models "root")
+    root: str | None = None
 
     @property
     def label(self) -> str:
@@ -54,11 +56,11 @@ def parse_model(name: str, parent: str | None = None, root: str | None = None) -
     """
     assistant, _, method = name.rpartition("-")
     if parent is None and method not in METHODS:
-        return ServedModel(name, "base", None)
+        return ServedModel(name, "base", None, root=root)
     version = version_from_root(root)
     if not assistant:
-        return ServedModel(name, method or "adapter", name, version)
-    return ServedModel(name, method, assistant, version)
+        return ServedModel(name, method or "adapter", name, version, root)
+    return ServedModel(name, method, assistant, version, root)
 
 
 def sort_models(models: list[ServedModel]) -> list[ServedModel]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 from qtune.data.prompts import SYSTEM_PROMPTS
 from qtune.feedback.store import FeedbackStore, Vote
+from qtune.ui.cards import model_card
 from qtune.ui.endpoint import Endpoint, EndpointError, ServedModel, default_pair, parse_model
 from qtune.ui.safety import is_crisis
 
@@ -99,8 +100,8 @@ class UIState:
         config = settings()
         self.endpoint = Endpoint(api_base or config.api_base, api_key or config.api_key)
         self.store = store or FeedbackStore()
-        #: served name -> weights version, as the endpoint last reported it (/v1/models)
-        self.versions: dict[str, str] = {}
+        #: served name -> the model as the endpoint last reported it (/v1/models)
+        self.served: dict[str, ServedModel] = {}
         self.bootstrap_rounds = bootstrap_rounds
         self.max_tokens = max_tokens  # the slider's starting value
 
@@ -108,9 +109,15 @@ class UIState:
 
     def version(self, model: str) -> str:
         """The weights version the server reported for ``model`` ("unknown" if never listed)."""
-        if model not in self.versions:
+        if model not in self.served:
             self._models()
-        return self.versions.get(model, "unknown")
+        return self.served[model].version if model in self.served else "unknown"
+
+    def card_for(self, model: str | None) -> str:
+        """The model card of a served model (Markdown; empty when none is chosen)."""
+        if model and model not in self.served:
+            self._models()
+        return model_card(self.served.get(model or ""))
 
     def connected_text(self, models: list[ServedModel]) -> str:
         return f"{UP} Connected to `{self.endpoint.api_base}` · {len(models)} models served"
@@ -120,7 +127,7 @@ class UIState:
             models = self.endpoint.models()
         except EndpointError as error:
             return None, f"{DOWN} {error}"
-        self.versions.update({m.name: m.version for m in models})
+        self.served.update({m.name: m for m in models})
         return models, self.connected_text(models)
 
     def refresh(self, assistant: str, chat_model: str, model_a: str, model_b: str):
