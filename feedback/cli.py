@@ -40,10 +40,11 @@ def _register_feedback(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from qtune.feedback.export import export
     from qtune.feedback.store import FeedbackStore
 
     store = FeedbackStore(args.db)
-    counts = store.export(args.out)
+    counts = export(store, args.out)
     for name, count in counts.items():
         print(f"{args.out / (name + '.jsonl')}: {count} rows")
     return 0

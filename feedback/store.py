@@ -18,7 +18,6 @@ Design choices:
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 import uuid
@@ -36,6 +35,8 @@ from qtune.errors import QtuneError
 #: Chatbot Arena's outcome labels.
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 MODES = ("chat", "compare")
+#: Why a person flags an answer.
+FLAG_REASONS = ("harmful or unsafe", "wrong", "off topic", "offensive", "other")
 #: How far an answer got: still arriving, finished, or stopped early (with a note why).
 MESSAGE_STATUSES = ("streaming", "complete", "incomplete")
 
@@ -142,12 +143,22 @@ def _migration_4_titles(db: sqlite_utils.Database) -> None:
     db["conversations"].add_column("title", str)
 
 
+def _migration_5_flags_and_siblings(db: sqlite_utils.Database) -> None:
+    """Flags on answers, with a reason; a regenerated answer names the one it replaced
+    (both stay: a rating refers to one of them)."""
+    db["flags"].create({"id": int, "message_id": int, "reason": str, "comment": str,
+                        "created_at": str}, pk="id",
+                       foreign_keys=[("message_id", "messages", "id")])
+    db["messages"].add_column("regenerates", int)
+
+
 #: Applied in order; after migration i the database has ``user_version == i``.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1_initial,
     _migration_2_adapter_versions,
     _migration_3_message_status,
     _migration_4_titles,
+    _migration_5_flags_and_siblings,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -321,6 +332,7 @@ class FeedbackStore:
         model: str | None = None,
         adapter_version: str | None = None,
         status: str = "complete",
+        regenerates: int | None = None,
     ) -> int:
         if status not in MESSAGE_STATUSES:
             raise ValueError(f"status must be one of {MESSAGE_STATUSES}, not {status!r}")
@@ -329,7 +341,7 @@ class FeedbackStore:
             table.insert(
                 {"conversation_id": conversation_id, "role": role, "content": content,
                  "model": model, "adapter_version": adapter_version or "base",
-                 "created_at": utc_now(), "status": status}
+                 "created_at": utc_now(), "status": status, "regenerates": regenerates}
             )
             return int(table.last_pk)
 
@@ -349,6 +361,16 @@ class FeedbackStore:
         with self._write() as db:
             table = db["votes"]
             table.insert(row)
+            return int(table.last_pk)
+
+    def flag_message(self, message_id: int, reason: str, comment: str = "") -> int:
+        """A person's report that an answer is harmful, wrong, or otherwise bad."""
+        if reason not in FLAG_REASONS:
+            raise ValueError(f"reason must be one of {FLAG_REASONS}, not {reason!r}")
+        with self._write() as db:
+            table = db["flags"]
+            table.insert({"message_id": message_id, "reason": reason,
+                          "comment": comment[:1000], "created_at": utc_now()})
             return int(table.last_pk)
 
     def rate_message(self, message_id: int, rating: int, comment: str = "") -> int:
@@ -372,6 +394,10 @@ class FeedbackStore:
             row["blind"] = bool(row["blind"])
         return rows
 
+    def flags(self) -> list[dict]:
+        with self._read() as db:
+            return list(db["flags"].rows_where(order_by="id"))
+
     def ratings(self) -> list[dict]:
         with self._read() as db:
             return list(db["ratings"].rows_where(order_by="id"))
@@ -386,39 +412,3 @@ class FeedbackStore:
         for conversation in conversations:
             conversation["messages"] = messages.get(conversation["id"], [])
         return conversations
-
-    def preferences(self) -> list[dict]:
-        """Decisive votes as (prompt, chosen, rejected) pairs, the input of DPO training."""
-        pairs = []
-        for vote in self.votes():
-            if vote["winner"] not in ("model_a", "model_b"):
-                continue  # ties say nothing about which answer to prefer
-            a_won = vote["winner"] == "model_a"
-            pairs.append(
-                {
-                    "prompt": vote["prompt"],
-                    "chosen": vote["answer_a"] if a_won else vote["answer_b"],
-                    "rejected": vote["answer_b"] if a_won else vote["answer_a"],
-                    "assistant": vote["assistant"],
-                    "chosen_model": vote["model_a"] if a_won else vote["model_b"],
-                    "rejected_model": vote["model_b"] if a_won else vote["model_a"],
-                    "vote_id": vote["id"],
-                }
-            )
-        return pairs
-
-    def export(self, out_dir: str | Path) -> dict[str, int]:
-        """Write votes, ratings, conversations and preferences as JSON Lines; return row counts."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tables = {
-            "votes": self.votes(),
-            "ratings": self.ratings(),
-            "conversations": self.conversations(),
-            "preferences": self.preferences(),
-        }
-        for name, rows in tables.items():
-            with (out / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
-                for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        return {name: len(rows) for name, rows in tables.items()}

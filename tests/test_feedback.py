@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from qtune.feedback.export import export
 from qtune.feedback.store import (
     SCHEMA_VERSION,
     FeedbackStore,
@@ -153,9 +154,13 @@ def test_export_files(tmp_path):
     store.record_vote(make_vote("model_b", 2, conversation))
     store.record_vote(make_vote("tie", 3, conversation))
     store.record_vote(make_vote("tie (bothbad)", 4, conversation))
+    store.flag_message(answer, "wrong", "says 2")
+    with pytest.raises(ValueError, match="reason must be one of"):
+        store.flag_message(answer, "boring")
 
-    counts = store.export(tmp_path / "out")
-    assert counts == {"votes": 4, "ratings": 2, "conversations": 1, "preferences": 2}
+    counts = export(store, tmp_path / "out")
+    assert counts == {"votes": 4, "ratings": 2, "flags": 1, "conversations": 1,
+                      "preferences": 2}
 
     def read(name: str) -> list[dict]:
         lines = (tmp_path / "out" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
@@ -171,6 +176,7 @@ def test_export_files(tmp_path):
     assert [m["role"] for m in conversations[0]["messages"]] == ["user", "assistant"]
     assert conversations[0]["messages"][1]["adapter_version"] == "abc123"
     assert {r["rating"] for r in read("ratings")} == {1, -1}
+    assert [(f["message_id"], f["reason"]) for f in read("flags")] == [(answer, "wrong")]
     assert [v["winner"] for v in read("votes")] == ["model_a", "model_b", "tie", "tie (bothbad)"]
 
 

@@ -221,3 +221,28 @@ def test_model_cards_come_from_the_served_snapshot(tmp_path):
     elsewhere = model_card(parse_model("math-qwth", "base", "/not/on/this/machine"))
     assert "No card" in elsewhere
     assert "base model" in model_card(parse_model("smollm2-135m-instruct"))
+
+
+def test_retry_keeps_the_earlier_answer_as_a_sibling_and_flags_name_a_reason(tmp_path):
+    """Store side of Retry and Flag (the endpoint is not needed: answers are stored by the
+    same _save_answer the stream uses)."""
+    from qtune.ui.state import ChatSession
+
+    store = FeedbackStore(tmp_path / "fb.db")
+    ui = QtuneUI(api_base="http://127.0.0.1:9/v1", store=store)
+    _, _, session, _ = ui.chat_submit("What is 2 + 2?", ChatSession(), "math")
+    session.append("assistant", "5", "math-qwth")
+    ui._save_answer(session, 1, "complete")
+    first = session.ids[1]
+    history, session = ui.chat_retry(session)
+    session.append("assistant", "4", "math-qwth")
+    ui._save_answer(session, 1, "complete")
+    messages = store.conversations()[0]["messages"]
+    assert [(m["content"], m["regenerates"]) for m in messages] == [
+        ("What is 2 + 2?", None), ("5", None), ("4", first)]
+    with pytest.raises(gr.Error, match="Choose why"):
+        ui.chat_flag(session, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # gr.Info outside a request becomes a warning
+        ui.chat_flag(session, "wrong")
+    assert [(f["message_id"], f["reason"]) for f in store.flags()] == [(session.ids[1], "wrong")]

@@ -123,6 +123,8 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
     chat["chatbot"].clear(ui.clear_chat, None, chat_clear_outputs)  # the chatbot's own bin
     # What writes feedback is not offered as an API endpoint (only people in the page vote).
     chat["model"].change(ui.card_for, chat["model"], chat["card"])
+    chat["flag"].click(ui.chat_flag, [chat["session"], chat["flag_reason"]], None,
+                       api_visibility="private")
     chat["chatbot"].like(ui.chat_rate, chat["session"], None, api_visibility="private")
 
     # Compare: both streams at once; votes enabled when both answers are complete.

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
-from qtune.feedback.store import FeedbackWriteError, new_conversation_id
+from qtune.feedback.store import FLAG_REASONS, FeedbackWriteError, new_conversation_id
 from qtune.ui.endpoint import EndpointError
 from qtune.ui.safety import CRISIS_RESOURCES
 from qtune.ui.state import DOWN, LATEX_DELIMITERS, SAVE_EVERY_S, UP, ChatSession, UIState
@@ -79,22 +79,25 @@ class ChatHandlers(UIState):
         """Insert or update the answer at ``index`` with how far it got."""
         message, model = session.history[index], session.models[index]
         try:
-            self.persist_chat(session)
+            self.persist_chat(session, until=index)
             if session.ids[index] is None:
                 session.ids[index] = self.store.add_message(
                     session.conversation_id, "assistant", message["content"], model,
-                    self.version(model) if model else None, status=status)
+                    self.version(model) if model else None, status=status,
+                    regenerates=session.replaced)
+                session.replaced = None
             self.store.update_message(session.ids[index], message["content"], status, note)
         except FeedbackWriteError as error:
             gr.Warning(f"The answer was not saved: {error}")
 
-    def persist_chat(self, session: ChatSession) -> None:
-        """Store the messages not stored yet; on failure warn and try again next time."""
+    def persist_chat(self, session: ChatSession, until: int | None = None) -> None:
+        """Store the messages not stored yet (those before ``until``, when given); on
+        failure warn and try again next time."""
         try:
             if not session.stored_conversation:
                 self.store.start_conversation(session.assistant, "chat", session.conversation_id)
                 session.stored_conversation = True
-            for index, message in enumerate(session.history):
+            for index, message in enumerate(session.history[:until]):
                 if session.ids[index] is not None or not message["content"]:
                     continue
                 model = session.models[index]
@@ -110,8 +113,10 @@ class ChatHandlers(UIState):
         return session
 
     def chat_retry(self, session: ChatSession):
-        """Drop the last answer so that the question is asked again."""
+        """Ask the question again. The earlier answer stays stored; the new one records
+        that it regenerates it (siblings: a rating refers to one of them)."""
         if session.history and session.history[-1]["role"] == "assistant":
+            session.replaced = session.ids[-1]
             session.pop()
         if not session.history:
             raise gr.Error("Nothing to retry yet.")
@@ -123,6 +128,19 @@ class ChatHandlers(UIState):
             session.pop()
         text = session.pop()["content"] if session.history else ""
         return session.history, session, text, self._chat_safety(session)
+
+    def chat_flag(self, session: ChatSession, reason: str | None):
+        """Flag the last answer with a reason (stored with the answer it refers to)."""
+        answers = [i for i, m in enumerate(session.history) if m["role"] == "assistant"]
+        if not answers or session.ids[answers[-1]] is None:
+            raise gr.Error("There is no stored answer to flag yet.")
+        if not reason:
+            raise gr.Error("Choose why you flag the answer.")
+        try:
+            self.store.flag_message(session.ids[answers[-1]], reason)
+        except (FeedbackWriteError, ValueError) as error:
+            raise gr.Error(f"The flag was not saved: {error}") from error
+        gr.Info("Thanks: the answer is flagged.", duration=2)
 
     def chat_rate(self, session: ChatSession, data: gr.LikeData):
         index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
@@ -163,8 +181,12 @@ def chat_tab(ui: ChatHandlers) -> dict:
         retry = gr.Button("Retry", elem_id="chat-retry")
         undo = gr.Button("Undo", elem_id="chat-undo")
         clear = gr.Button("Clear", elem_id="chat-clear")
+    with gr.Row():
+        flag_reason = gr.Dropdown(list(FLAG_REASONS), value=None, scale=3,
+                                  label="Flag the last answer (why?)", elem_id="flag-reason")
+        flag = gr.Button("Flag", scale=0, elem_id="chat-flag")
     session = gr.State(ChatSession())
-    return dict(card=card, model=model, chatbot=chatbot, safety=safety, text=text, send=send, stop=stop,
+    return dict(card=card, flag_reason=flag_reason, flag=flag, model=model, chatbot=chatbot, safety=safety, text=text, send=send, stop=stop,
                 retry=retry, undo=undo, clear=clear, session=session)
 
 

@@ -53,6 +53,8 @@ class ChatSession:
     rated: dict[int, int] = field(default_factory=dict)
     #: an answer is arriving: a second question must wait
     streaming: bool = False
+    #: the stored answer that Retry took back: the next answer regenerates it (its sibling)
+    replaced: int | None = None
 
     def append(self, role: str, content: str, model: str | None = None) -> None:
         self.history.append({"role": role, "content": content})
