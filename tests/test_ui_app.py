@@ -246,3 +246,11 @@ def test_retry_keeps_the_earlier_answer_as_a_sibling_and_flags_name_a_reason(tmp
         warnings.simplefilter("ignore")  # gr.Info outside a request becomes a warning
         ui.chat_flag(session, "wrong")
     assert [(f["message_id"], f["reason"]) for f in store.flags()] == [(session.ids[1], "wrong")]
+
+
+def test_an_adapter_with_any_name_is_an_adapter(tmp_path):
+    """`math-dora` is served with a parent: the UI labels it an adapter, never "base"."""
+    ui = QtuneUI(api_base="http://127.0.0.1:9/v1", store=FeedbackStore(tmp_path / "fb.db"))
+    ui.served["my-adapter"] = parse_model("my-adapter", "smollm2-135m-instruct", "/x")
+    assert ui.label("my-adapter") == "adapter · my-adapter"
+    assert parse_model("my-adapter").label == "base"  # what the name alone would say

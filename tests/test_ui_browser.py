@@ -8,7 +8,6 @@ Screenshots of the chat and compare views go to test-artifacts/ and docs/screens
 from __future__ import annotations
 
 import re
-import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -72,11 +71,8 @@ def page(stack):
 
 
 def save_screenshot(page, artifacts_dir: Path, name: str) -> None:
-    path = artifacts_dir / f"ui-{name}.png"
-    page.screenshot(path=path, full_page=True)
-    docs = REPO / "docs" / "screenshots"
-    docs.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, docs / f"{name}.png")
+    """Under test-artifacts/ only: `make screenshots` copies them into docs/screenshots."""
+    page.screenshot(path=artifacts_dir / f"ui-{name}.png", full_page=True)
 
 
 def test_chat_answer_appears_and_rating_is_stored(stack, page, artifacts_dir):
@@ -119,12 +115,12 @@ def test_compare_vote_and_leaderboard(stack, page, artifacts_dir):
         assert page.locator(f"{side} [data-testid='bot']").last.inner_text().strip()
     # blind: the names are hidden until the vote
     assert "Model A" in page.locator("#compare-left").inner_text()
-    save_screenshot(page, artifacts_dir, "compare")
 
     page.locator("#comment textarea").fill("left was clearer")
     page.wait_for_timeout(1000 * MIN_READ_SECONDS)  # a person reads both answers first
     vote_left.click()
     page.wait_for_selector("#vote-status:has-text('saved')")
+    save_screenshot(page, artifacts_dir, "compare")  # after the vote: names and cards shown
     status = page.locator("#vote-status").inner_text()
     revealed = re.findall(r"(?:Left|right): (?:.*?) · (\S+?)[.,]", status)
     assert len(revealed) == 2 and set(revealed) <= set(served)

@@ -37,7 +37,9 @@ class ServedModel:
 
     @property
     def label(self) -> str:
-        return METHOD_LABELS.get(self.method, f"{self.method} adapter")
+        if self.method in METHOD_LABELS:
+            return METHOD_LABELS[self.method]
+        return "adapter" if self.method == "adapter" else f"{self.method} adapter"
 
     @property
     def choice(self) -> tuple[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gradio as gr
 from qtune.feedback import leaderboard as lb
 from qtune.feedback.store import FeedbackWriteError
-from qtune.ui.endpoint import parse_model
 from qtune.ui.state import UIState
 
 LEADERBOARD_HEADERS = ["Rank", "Model", "Kind", "Rating", "95% CI", "Win rate", "Votes",
@@ -43,7 +42,7 @@ class LeaderboardHandlers(UIState):
         blind = lb.blind_votes(votes)
         standings = lb.leaderboard(blind, rounds=self.bootstrap_rounds)
         rows = [
-            [rank, s.model, parse_model(s.model).label, round(s.rating, 1),
+            [rank, s.model, self.served_model(s.model).label, round(s.rating, 1),
              f"{s.ci_low:.0f} – {s.ci_high:.0f}", f"{100 * s.win_rate:.1f}%", s.votes,
              f"{s.wins} / {s.losses} / {s.ties}"]
             for rank, s in enumerate(standings, start=1)

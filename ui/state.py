@@ -172,7 +172,14 @@ class UIState:
                 *self.clear_chat(), *self.clear_compare())
 
     def label(self, name: str) -> str:
-        return f"{parse_model(name).label} · {name}"
+        return f"{self.served_model(name).label} · {name}"
+
+    def served_model(self, name: str) -> ServedModel:
+        """What the endpoint said ``name`` is (an adapter has a parent there, whatever its
+        name); a name it never listed is read from its form."""
+        if name not in self.served:
+            self._models()
+        return self.served.get(name) or parse_model(name)
 
     # --- input checks --------------------------------------------------------------------
 
