@@ -53,6 +53,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--data-dir", type=Path, help="dataset folder instead of $QTUNE_DATA_DIR")
     show.set_defaults(func=_show)
 
+    lengths = commands.add_parser(
+        "lengths",
+        help="token lengths of a task's training rows as the trainer cuts them",
+        description=(
+            "Tokenise the first N rows of a split exactly as `qtune finetune` does (chat "
+            "template of the embedded model, cut at --seq-len) and print their mean length, "
+            "how many are cut, and the share of a right-padded row that is padding: what "
+            "packing several examples into one sequence could save at most."
+        ),
+    )
+    lengths.add_argument("task", choices=("math", "counselling", "cpsycound"), help=_TASK_HELP)
+    lengths.add_argument("--split", default="train", help="split (default: train)")
+    lengths.add_argument("-n", type=int, default=400, help="rows to measure (default: 400)")
+    lengths.add_argument("--seq-len", type=int, default=256,
+                         help="the trainer's seq_len (default: 256)")
+    lengths.set_defaults(func=_lengths)
+
     stats = commands.add_parser(
         "stats",
         help="count the rows of every task and split in the local dataset folder",
@@ -107,6 +124,28 @@ def _show(args: argparse.Namespace) -> int:
         print()
     if not examples:
         print(f"no examples in {args.task} {args.split}")
+    return 0
+
+
+def _lengths(args: argparse.Namespace) -> int:
+    from qtune.data.datasets import load_task
+    from qtune.data.prompts import example_messages, tokenize_for_training
+    from transformers import AutoTokenizer
+
+    from qtune.model import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(None))
+    rows = load_task(args.task, args.split, limit=args.n)
+    sizes = [len(tokenize_for_training(tokenizer, example_messages(args.task, row),
+                                       args.seq_len)["input_ids"]) for row in rows]
+    if not sizes:
+        print(f"no rows in {args.task} {args.split}")
+        return 0
+    mean = sum(sizes) / len(sizes)
+    cut = sum(size >= args.seq_len for size in sizes) / len(sizes)
+    print(f"{args.task} {args.split}: {len(sizes)} rows, mean {mean:.1f} tokens, "
+          f"{100 * cut:.1f}% cut at {args.seq_len}; a row padded to {args.seq_len} is "
+          f"{100 * (1 - mean / args.seq_len):.1f}% padding on average")
     return 0
 
 

@@ -37,3 +37,12 @@ def test_show_unknown_split_is_a_user_error(
 ) -> None:
     assert main(["data", "show", "cpsycound", "--split", "dev", "--data-dir", str(data_dir)]) == 2
     assert "choose one of train, test" in capsys.readouterr().err
+
+
+def test_lengths_measure_rows_as_the_trainer_cuts_them(data_dir, embedded_model, capsys):
+    assert main(["data", "lengths", "math", "-n", "20", "--seq-len", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "math train: 20 rows, mean 64.0 tokens, 100.0% cut at 64" in out
+    assert main(["data", "lengths", "math", "-n", "20", "--seq-len", "4096"]) == 0
+    mean = float(capsys.readouterr().out.split("mean ")[1].split(" tokens")[0])
+    assert 64 < mean < 4096
