@@ -304,13 +304,12 @@ def _ratios(results: list[Result], top: int) -> list[str]:
 
 def cpu_text() -> str:
     """The CPU and the flags that decide CPU serving speed (vector width, bf16)."""
-    from qtune.hardware import cpu_flags
+    from qtune.hardware import speed_flags_text
 
     model = next((line.split(":", 1)[1].strip() for line in
                   Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), "unknown CPU")
-    wanted = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))
-    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(wanted) or 'none of avx/amx'}"
+    return f"{model}, {os.cpu_count()} cores, flags: {speed_flags_text()}"
 
 
 def write_report(results: list[Result], args: argparse.Namespace, adapters_note: str) -> str:

@@ -25,6 +25,12 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def speed_flags_text() -> str:
+    """The CPU flags that decide CPU speed here (vector width, bf16, AMX), for reports."""
+    wanted = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))
+    return " ".join(wanted) or "none of avx/amx"
+
+
 def cpu_has_native_bf16() -> bool:
     return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
 

@@ -154,7 +154,6 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
 
 
 def cpu_text() -> str:
-    from qtune.hardware import cpu_flags
+    from qtune.hardware import speed_flags_text
 
-    wanted = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))
-    return f"a CPU with flags {' '.join(wanted) or 'none of avx/amx'}"
+    return f"a CPU with flags {speed_flags_text()}"

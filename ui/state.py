@@ -111,15 +111,12 @@ class UIState:
 
     def version(self, model: str) -> str:
         """The weights version the server reported for ``model`` ("unknown" if never listed)."""
-        if model not in self.served:
-            self._models()
-        return self.served[model].version if model in self.served else "unknown"
+        known = self._listed(model)
+        return known.version if known else "unknown"
 
     def card_for(self, model: str | None) -> str:
         """The model card of a served model (Markdown; empty when none is chosen)."""
-        if model and model not in self.served:
-            self._models()
-        return model_card(self.served.get(model or ""))
+        return model_card(self._listed(model) if model else None)
 
     def connected_text(self, models: list[ServedModel]) -> str:
         return f"{UP} Connected to `{self.endpoint.api_base}` · {len(models)} models served"
@@ -177,9 +174,13 @@ class UIState:
     def served_model(self, name: str) -> ServedModel:
         """What the endpoint said ``name`` is (an adapter has a parent there, whatever its
         name); a name it never listed is read from its form."""
+        return self._listed(name) or parse_model(name)
+
+    def _listed(self, name: str) -> ServedModel | None:
+        """``name`` as the endpoint last listed it, listing again once if it is unknown."""
         if name not in self.served:
             self._models()
-        return self.served.get(name) or parse_model(name)
+        return self.served.get(name)
 
     # --- input checks --------------------------------------------------------------------
 
