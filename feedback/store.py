@@ -37,6 +37,9 @@ WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 MODES = ("chat", "compare")
 #: Why a person flags an answer.
 FLAG_REASONS = ("harmful or unsafe", "wrong", "off topic", "offensive", "other")
+#: Why the safety screen flags a message (the event only; the text stays where it was).
+SAFETY_REASONS = ("crisis: pattern", "crisis: classifier", "crisis: conversation",
+                  "unsafe answer replaced")
 #: How far an answer got: still arriving, finished, or stopped early (with a note why).
 MESSAGE_STATUSES = ("streaming", "complete", "incomplete")
 
@@ -152,6 +155,11 @@ def _migration_5_flags_and_siblings(db: sqlite_utils.Database) -> None:
     db["messages"].add_column("regenerates", int)
 
 
+def _migration_6_flag_source(db: sqlite_utils.Database) -> None:
+    """Flags come from a person or from the safety screen (qtune.safety)."""
+    db["flags"].add_column("source", str, not_null_default="person")
+
+
 #: Applied in order; after migration i the database has ``user_version == i``.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1_initial,
@@ -159,6 +167,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_3_message_status,
     _migration_4_titles,
     _migration_5_flags_and_siblings,
+    _migration_6_flag_source,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -371,6 +380,16 @@ class FeedbackStore:
             table = db["flags"]
             table.insert({"message_id": message_id, "reason": reason,
                           "comment": comment[:1000], "created_at": utc_now()})
+            return int(table.last_pk)
+
+    def flag_safety(self, message_id: int, reason: str) -> int:
+        """The safety screen's record that a message fired it (see SAFETY_REASONS)."""
+        if reason not in SAFETY_REASONS:
+            raise ValueError(f"reason must be one of {SAFETY_REASONS}, not {reason!r}")
+        with self._write() as db:
+            table = db["flags"]
+            table.insert({"message_id": message_id, "reason": reason, "comment": "",
+                          "source": "safety screen", "created_at": utc_now()})
             return int(table.last_pk)
 
     def rate_message(self, message_id: int, rating: int, comment: str = "") -> int:

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "qtune.serve.cli",
     "qtune.ui.cli",
     "qtune.feedback.cli",
+    "qtune.safety.cli",
 )
 
 

@@ -155,6 +155,31 @@ def test_crisis_message_shows_resources(page):
     page.wait_for_selector("#chat-bot [data-testid='bot']")  # the model answers as well
 
 
+def test_counselling_notice_and_indirect_crisis_message(stack, page):
+    """On the counselling assistant: the notice shows until dismissed, and a message with
+    no crisis keyword ("I've started giving my books away…") still shows the resources
+    and stores a safety flag (not the text)."""
+    _, db, *_ = stack
+    page.reload()  # a fresh session: the previous test's answer may still be streaming
+    page.wait_for_selector("#status:has-text('●')")
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#assistant input").click()
+    page.get_by_role("option", name="counselling").click()
+    page.wait_for_selector("#counselling-notice:has-text('not a therapist')")
+    page.locator("#notice-dismiss").click()
+    page.wait_for_selector("#counselling-notice", state="hidden")
+    text = "I've started giving my books away and I wrote letters to my family"
+    page.locator("#chat-input textarea").fill(text)
+    page.locator("#chat-send").click()
+    page.wait_for_selector("#chat-safety:has-text('116 123')")
+    with sqlite3.connect(db) as conn:
+        flags = [dict(zip(("reason", "source", "comment"), row)) for row in
+                 conn.execute("select reason, source, comment from flags")]
+    assert {"reason": "crisis: classifier", "source": "safety screen", "comment": ""} in flags
+    page.locator("#assistant input").click()
+    page.get_by_role("option", name="math").click()
+
+
 def test_ui_recovers_when_the_endpoint_is_back(stack):
     """The timer's check: a status marked down is re-checked and the model lists refilled."""
     *_, served, ui = stack

@@ -26,6 +26,7 @@ from qtune.ui.compare import VOTE_BUTTONS, CompareHandlers, compare_tab
 from qtune.ui.history import HistoryHandlers, history_tab
 from qtune.ui.leaderboard import LeaderboardHandlers, leaderboard_tab
 from qtune.ui.login import ThrottledLogin
+from qtune.ui.safety import COUNSELLING_NOTICE, NOTICE_ASSISTANTS
 from qtune.ui.state import DEFAULT_TEMPERATURE, RECOVERY_POLL_S
 
 from qtune.config import settings
@@ -50,6 +51,11 @@ def build_app(ui: QtuneUI, default_assistant: str | None = None) -> gr.Blocks:
                                     scale=1, elem_id="assistant")
             status = gr.Markdown("Connecting…", elem_id="status")
             refresh = gr.Button("Refresh models", scale=0, elem_id="refresh")
+        with gr.Group(visible=assistant_value in NOTICE_ASSISTANTS,
+                      elem_id="counselling-notice") as notice:
+            gr.Markdown(COUNSELLING_NOTICE)
+            notice_dismiss = gr.Button("I understand", size="sm", elem_id="notice-dismiss")
+        notice_seen = gr.State(False)
         with gr.Accordion("Generation settings", open=False):
             system_prompt = gr.Textbox(SYSTEM_PROMPTS.get(assistant_value, ""), lines=4,
                                        label="System prompt (editable; changes apply to the "
@@ -70,7 +76,19 @@ def build_app(ui: QtuneUI, default_assistant: str | None = None) -> gr.Blocks:
                 history_parts = history_tab()
         _wire(ui, demo, locals())
         _wire_history(ui, demo, locals())
+        _wire_notice(locals())
     return demo
+
+
+def _wire_notice(parts: dict) -> None:
+    """The counselling notice: shown on first use of that assistant until dismissed."""
+    notice, seen = parts["notice"], parts["notice_seen"]
+    parts["assistant"].change(
+        lambda assistant, dismissed: gr.update(
+            visible=assistant in NOTICE_ASSISTANTS and not dismissed),
+        [parts["assistant"], seen], notice)
+    parts["notice_dismiss"].click(lambda: (gr.update(visible=False), True), None,
+                                  [notice, seen])
 
 
 def _model_lists(parts: dict) -> tuple[list, list]:

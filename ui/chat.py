@@ -27,10 +27,11 @@ class ChatHandlers(UIState):
             session = ChatSession(conversation_id=new_conversation_id(), assistant=assistant)
         session.append("user", text)
         self.persist_chat(session)  # the question is kept even if the tab closes now
-        return "", session.history, session, self._chat_safety(session)
+        return "", session.history, session, self._chat_safety(session, session.ids[-1])
 
-    def _chat_safety(self, session: ChatSession):
-        return self.safety_update([m["content"] for m in session.history if m["role"] == "user"])
+    def _chat_safety(self, session: ChatSession, new_message_id: int | None = None):
+        return self.safety_update([m["content"] for m in session.history if m["role"] == "user"],
+                                  session.assistant, new_message_id)
 
     def chat_stream(
         self, session: ChatSession, model: str, system_prompt: str, temperature: float,
@@ -49,10 +50,13 @@ class ChatHandlers(UIState):
         answer, index = session.history[-1], len(session.history) - 1
         self._save_answer(session, index, "streaming")
         ended, note, status = "incomplete", "the page was closed while the answer arrived", None
-        saved_at = time.monotonic()
+        saved_at, screened = time.monotonic(), False
         try:
             for piece in self.endpoint.stream_chat(model, messages, temperature, int(max_tokens)):
                 answer["content"] += piece
+                if self.screen_answer(answer):
+                    screened = True
+                    break
                 if time.monotonic() - saved_at >= SAVE_EVERY_S:
                     self._save_answer(session, index, "streaming")
                     saved_at = time.monotonic()
@@ -60,6 +64,7 @@ class ChatHandlers(UIState):
                 if session.stop_requested:
                     break
             ended, note = (("incomplete", "stopped by the user") if session.stop_requested
+                           else ("incomplete", "replaced by the safety screen") if screened
                            else ("complete", None))
             status = f"{UP} `{self.endpoint.api_base}` · {model} answered"
         except EndpointError as error:
@@ -68,6 +73,8 @@ class ChatHandlers(UIState):
         finally:  # also when the tab is closed (Gradio closes this generator)
             session.streaming = False
             self._save_answer(session, index, ended, note)
+        if screened:
+            self.record_safety(session.ids[index], "unsafe answer replaced")
         if ended == "incomplete":
             status = f"{status or DOWN} · the answer is incomplete ({note}); it is stored as such"
         if not answer["content"]:

@@ -81,10 +81,12 @@ class CompareHandlers(UIState):
         session.pending_vote = None
         for history in (session.left_history, session.right_history):
             history.append({"role": "user", "content": text})
-        self._store(session, "user", text)  # the question is kept even if the tab closes
+        # the question is kept even if the tab closes
+        question_id = self._store(session, "user", text)
         left, right = self._side_updates(session, with_values=True)
         safety = self.safety_update(
-            [m["content"] for m in session.left_history if m["role"] == "user"])
+            [m["content"] for m in session.left_history if m["role"] == "user"],
+            session.assistant, question_id)
         return ("", left, right, session, safety, *self._vote_buttons(False), "")
 
     def compare_stream(
@@ -107,7 +109,7 @@ class CompareHandlers(UIState):
                for model in (session.left, session.right)]
         errors: list[str] = []
         note = "the page was closed while the answers arrived"
-        saved_at = time.monotonic()
+        saved_at, screened = time.monotonic(), set()
         try:
             for side, piece, error in self._stream_both(jobs, session, temperature,
                                                         int(max_tokens)):
@@ -115,7 +117,13 @@ class CompareHandlers(UIState):
                     errors.append(f"{'left' if side == 0 else 'right'} side: {error}")
                     gr.Warning(str(error))
                     continue
+                if side in screened:
+                    continue
                 answers[side]["content"] += piece
+                if self.screen_answer(answers[side]):
+                    screened.add(side)
+                    errors.append(f"{'left' if side == 0 else 'right'} side: replaced by the "
+                                  "safety screen")
                 if time.monotonic() - saved_at >= SAVE_EVERY_S:
                     self._update(ids, answers, "streaming")
                     saved_at = time.monotonic()
@@ -125,6 +133,8 @@ class CompareHandlers(UIState):
         finally:  # also when the tab is closed (Gradio closes this generator)
             session.streaming = False
             self._update(ids, answers, "incomplete" if note else "complete", note)
+            for side in screened:
+                self.record_safety(ids[side], "unsafe answer replaced")
         if note or not all(a["content"] for a in answers):
             status = (f"{DOWN} " + (note or "a model returned an empty answer")
                       + ": the answers are stored as incomplete, with no vote")

@@ -8,10 +8,15 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 from qtune.data.prompts import SYSTEM_PROMPTS
-from qtune.feedback.store import FeedbackStore, Vote
+from qtune.feedback.store import FeedbackStore, FeedbackWriteError, Vote
 from qtune.ui.cards import model_card
 from qtune.ui.endpoint import Endpoint, EndpointError, ServedModel, default_pair, parse_model
-from qtune.ui.safety import is_crisis
+from qtune.ui.safety import (
+    CLASSIFIER_ASSISTANTS,
+    SAFE_ANSWER,
+    check_conversation,
+    is_unsafe_answer,
+)
 
 from qtune.config import settings
 
@@ -197,7 +202,29 @@ class UIState:
             )
         return text
 
+    def safety_update(self, session_texts: list[str], assistant: str,
+                      new_message_id: int | None = None):
+        """Show the crisis resources when the conversation so far signals a crisis; when a
+        new message made it fire, store that event as a flag on it (not its text). The
+        classifier runs for the counselling assistant only: its false-alarm rate (docs/ui.md)
+        would show the resources beside ordinary math questions; patterns run everywhere."""
+        verdict = check_conversation(session_texts, classifier=assistant in CLASSIFIER_ASSISTANTS)
+        if verdict.crisis and new_message_id is not None:
+            self.record_safety(new_message_id, f"crisis: {verdict.layer}")
+        return gr.update(visible=verdict.crisis)
+
+    def record_safety(self, message_id: int | None, reason: str) -> None:
+        if message_id is None:
+            return
+        try:
+            self.store.flag_safety(message_id, reason)
+        except FeedbackWriteError as error:
+            log.warning("safety flag not stored: %s", error)
+
     @staticmethod
-    def safety_update(session_texts: list[str]):
-        flagged = any(is_crisis(text) for text in session_texts)
-        return gr.update(visible=flagged)
+    def screen_answer(answer: dict) -> bool:
+        """Replace an answer that encourages or describes self-harm; True when replaced."""
+        if answer["content"] == SAFE_ANSWER or not is_unsafe_answer(answer["content"]):
+            return False
+        answer["content"] = SAFE_ANSWER
+        return True

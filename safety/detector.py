@@ -1,0 +1,65 @@
+"""The layered crisis check the UI calls: patterns, then the classifier, per message and
+over the last few messages of a conversation; and the screen on the model's answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from qtune.safety.classifier import CrisisModel
+from qtune.safety.patterns import matches_crisis_pattern, matches_unsafe_answer
+
+#: How many of the latest user messages are read together by the conversation check
+#: (chosen on the dev conversations; see docs/ui.md).
+CONVERSATION_WINDOW = 3
+
+
+@dataclass(frozen=True)
+class Verdict:
+    crisis: bool
+    layer: str = ""  # "pattern", "classifier" or "conversation"; empty when not a crisis
+
+
+@lru_cache(maxsize=1)
+def crisis_model() -> CrisisModel:
+    return CrisisModel.load()
+
+
+def check_message(text: str, classifier: bool = True) -> Verdict:
+    """Patterns, then (unless ``classifier`` is False) the classifier."""
+    if matches_crisis_pattern(text):
+        return Verdict(True, "pattern")
+    if classifier and text.strip() and crisis_model().flags([text])[0]:
+        return Verdict(True, "classifier")
+    return Verdict(False)
+
+
+def check_conversation(user_messages: list[str], window: int = CONVERSATION_WINDOW,
+                       classifier: bool = True) -> Verdict:
+    """Each message alone, then the last ``window`` read as one text, so that hopelessness
+    in one message and a means or a plan in the next add up (with the classifier only)."""
+    for text in user_messages:
+        verdict = check_message(text, classifier)
+        if verdict.crisis:
+            return verdict
+    if not classifier:
+        return Verdict(False)
+    recent = [text for text in user_messages[-window:] if text.strip()]
+    if len(recent) > 1 and crisis_model().flags(["\n".join(recent)])[0]:
+        return Verdict(True, "conversation")
+    return Verdict(False)
+
+
+def is_crisis(text: str) -> bool:
+    """True when one user message reads as suicidal thoughts or self-harm."""
+    return check_message(text).crisis
+
+
+def is_crisis_conversation(user_messages: list[str]) -> bool:
+    """True when a conversation (the user's messages, oldest first) signals a crisis."""
+    return check_conversation(user_messages).crisis
+
+
+def is_unsafe_answer(text: str) -> bool:
+    """True when the model's answer encourages self-harm or describes how to do it."""
+    return matches_unsafe_answer(text)
