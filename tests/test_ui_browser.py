@@ -173,7 +173,7 @@ def test_counselling_notice_and_indirect_crisis_message(stack, page):
     page.locator("#chat-send").click()
     page.wait_for_selector("#chat-safety:has-text('116 123')")
     with sqlite3.connect(db) as conn:
-        flags = [dict(zip(("reason", "source", "comment"), row)) for row in
+        flags = [dict(zip(("reason", "source", "comment"), row, strict=True)) for row in
                  conn.execute("select reason, source, comment from flags")]
     assert {"reason": "crisis: classifier", "source": "safety screen", "comment": ""} in flags
     page.locator("#assistant input").click()
