@@ -14,6 +14,7 @@ and take the 2.5 and 97.5 percentiles of each model's rating.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -53,10 +54,23 @@ class Standing:
         return (self.wins + 0.5 * self.ties) / self.votes if self.votes else float("nan")
 
 
+#: Words by which an answer gives away which model wrote it (besides the served names).
+IDENTITY_WORDS = ("smollm", "smollm2", "qwth", "lora", "hugging face", "huggingface")
+
+
+def answer_names_model(answer: str, model_names: Iterable[str]) -> bool:
+    """True when an answer names a model ("I am SmolLM2…", "as math-qwth…"): a vote on it
+    is not blind in effect."""
+    words = {*IDENTITY_WORDS, *(name.lower() for name in model_names if name)}
+    pattern = r"(?<![\w-])(" + "|".join(re.escape(word) for word in words) + r")(?![\w-])"
+    return re.search(pattern, answer.lower()) is not None
+
+
 def blind_votes(votes: Iterable[Mapping]) -> list[Mapping]:
-    """The votes cast without seeing the models' names. Named votes are biased by the
-    names (and by whoever prefers a label), so the leaderboard counts blind votes only."""
-    return [v for v in votes if v.get("blind", True)]
+    """The votes cast without seeing the models' names, and whose answers did not name
+    them either. Named votes are biased by the names (and by whoever prefers a label), so
+    the leaderboard counts blind votes only; the others are kept."""
+    return [v for v in votes if v.get("blind", True) and not v.get("names_model", False)]
 
 
 def battles_from_votes(votes: Iterable[Mapping]) -> list[Battle]:

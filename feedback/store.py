@@ -72,6 +72,8 @@ class Vote:
     comment: str = ""
     model_a_version: str = "base"
     model_b_version: str = "base"
+    #: An answer said which model it is: the battle is kept but not counted (Chatbot Arena).
+    names_model: bool = False
 
     def __post_init__(self) -> None:
         if self.winner not in WINNERS:
@@ -160,6 +162,11 @@ def _migration_6_flag_source(db: sqlite_utils.Database) -> None:
     db["flags"].add_column("source", str, not_null_default="person")
 
 
+def _migration_7_votes_naming_a_model(db: sqlite_utils.Database) -> None:
+    """A vote whose answers name a model is kept but flagged (not blind in effect)."""
+    db["votes"].add_column("names_model", int, not_null_default=0)
+
+
 #: Applied in order; after migration i the database has ``user_version == i``.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1_initial,
@@ -168,6 +175,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_4_titles,
     _migration_5_flags_and_siblings,
     _migration_6_flag_source,
+    _migration_7_votes_naming_a_model,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -366,6 +374,7 @@ class FeedbackStore:
     def record_vote(self, vote: Vote) -> int:
         row = asdict(vote)
         row["blind"] = int(vote.blind)
+        row["names_model"] = int(vote.names_model)
         row["created_at"] = utc_now()
         with self._write() as db:
             table = db["votes"]
@@ -411,6 +420,7 @@ class FeedbackStore:
             rows = list(db["votes"].rows_where(where, args, order_by="id"))
         for row in rows:
             row["blind"] = bool(row["blind"])
+            row["names_model"] = bool(row["names_model"])
         return rows
 
     def flags(self) -> list[dict]:

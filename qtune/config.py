@@ -50,6 +50,15 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(value).expanduser() if value else default
 
 
+def _env_count(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit():
+        raise QtuneError(f"{name}={value!r} is not a whole number (0 turns the limit off)")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Locations and addresses shared by every subcommand."""
@@ -80,6 +89,13 @@ class Settings:
     ui_auth: str | None = field(
         default_factory=lambda: read_secret("QTUNE_UI_AUTH", "QTUNE_UI_AUTH_FILE")
     )
+
+    #: Per-client limits of the web UI, per minute (0 turns one off): questions sent (each
+    #: starts generation) and votes or ratings cast.
+    ui_messages_per_minute: int = field(
+        default_factory=lambda: _env_count("QTUNE_UI_MESSAGES_PER_MINUTE", 20))
+    ui_votes_per_minute: int = field(
+        default_factory=lambda: _env_count("QTUNE_UI_VOTES_PER_MINUTE", 10))
 
     @property
     def models_dir(self) -> Path:

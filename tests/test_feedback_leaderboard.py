@@ -104,3 +104,14 @@ def test_win_rate_matrix_and_empty():
     assert matrix[0, 1] == pytest.approx(3.5 / 4) and matrix[1, 0] == pytest.approx(0.5 / 4)
     assert np.isnan(matrix[0, 0])
     assert leaderboard([]) == []
+
+
+def test_answers_that_name_a_model_are_detected():
+    from qtune.feedback.leaderboard import answer_names_model
+
+    names = ["math-qwth", "smollm2-135m-instruct"]
+    assert answer_names_model("I am SmolLM2, a small model.", names)
+    assert answer_names_model("As math-qwth I would say 4", names)
+    assert answer_names_model("I was fine-tuned with LoRA.", names)
+    assert not answer_names_model("12 x 0.25 = 3, so the answer is 3.", names)
+    assert not answer_names_model("Exploration matters; floral arrangements too.", names)

@@ -186,8 +186,71 @@ def test_votes_need_reading_time_a_short_comment_and_count_only_when_blind(tmp_p
     votes = store.votes("math")
     assert [v["blind"] for v in votes] == [True, False]
     assert lb.blind_votes(votes) == votes[:1]
-    rows, _, summary = ui.leaderboard("math")
+    rows, _, heatmap, summary = ui.leaderboard("math")
     assert "1 votes between 2 models" in summary and "1 votes cast with the names shown" in summary
+    assert heatmap is not None  # two models met: the pairwise win-rate heatmap is drawn
+
+    # An answer that names its model: kept, flagged, not counted.
+    naming = answered(True, MIN_READ_SECONDS + 1)
+    naming.pending_vote.answer_a = "As math-qwth, I say 4."
+    naming.pending_vote.names_model = lb.answer_names_model(
+        naming.pending_vote.answer_a, ["math-qwth", "math-lora"])
+    ui.vote("model_a", "", naming)
+    votes = store.votes("math")
+    assert [v["names_model"] for v in votes] == [False, False, True]
+    assert lb.blind_votes(votes) == votes[:1]
+    assert "2 votes cast with the names shown, or on answers that named" in ui.leaderboard("math")[3]
+
+
+def test_votes_and_questions_are_rate_limited_per_client(tmp_path, monkeypatch):
+    """QTUNE_UI_VOTES_PER_MINUTE=2: the third vote within a minute from one address is
+    refused and not stored; another address still votes. Questions likewise."""
+    import time
+    from types import SimpleNamespace
+
+    from qtune.ui.limits import RateLimiter
+    from qtune.ui.state import MIN_READ_SECONDS, ChatSession
+
+    from qtune.config import settings
+    from qtune.errors import QtuneError
+
+    monkeypatch.setenv("QTUNE_UI_VOTES_PER_MINUTE", "2")
+    monkeypatch.setenv("QTUNE_UI_MESSAGES_PER_MINUTE", "1")
+    store = FeedbackStore(tmp_path / "fb.db")
+    ui = QtuneUI(api_base="http://127.0.0.1:9/v1", store=store)
+
+    def request(host: str):
+        return SimpleNamespace(client=SimpleNamespace(host=host))
+
+    def answered() -> CompareSession:
+        session = CompareSession(conversation_id="c", assistant="math", left="a", right="b")
+        session.pending_vote = Vote(conversation_id="c", assistant="math", model_a="a",
+                                    model_b="b", winner="tie", prompt="?", answer_a="1",
+                                    answer_b="2")
+        session.answered_at = time.monotonic() - MIN_READ_SECONDS - 1
+        return session
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        messages = [ui.vote("model_a", "", answered(), request("10.0.0.1"))[1]
+                    for _ in range(3)]
+        assert "Too many votes and ratings" in messages[2]
+        assert "Too many" not in ui.vote("model_a", "", answered(), request("10.0.0.2"))[1]
+    assert len(store.votes()) == 3
+
+    ui.chat_submit("first question", ChatSession(), "math", request("10.0.0.1"))
+    with pytest.raises(gr.Error, match="Too many questions"):
+        ui.chat_submit("second question", ChatSession(), "math", request("10.0.0.1"))
+
+    clock = [0.0]
+    limiter = RateLimiter(2, window_s=60, clock=lambda: clock[0])
+    assert [limiter.allow("x") for _ in range(3)] == [True, True, False]
+    clock[0] = 60.0
+    assert limiter.allow("x") and RateLimiter(0).allow("x")
+
+    monkeypatch.setenv("QTUNE_UI_VOTES_PER_MINUTE", "ten")
+    with pytest.raises(QtuneError, match="not a whole number"):
+        settings()
 
 
 def test_model_cards_come_from_the_served_snapshot(tmp_path):

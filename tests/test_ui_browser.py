@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from qtune.feedback.store import FeedbackStore
 from qtune.ui.state import MIN_READ_SECONDS
 from ui_fixtures import collect_adapters, free_port
 
@@ -277,3 +278,64 @@ def test_compared_answers_are_stored_as_they_stream(stack, tmp_path):
         ("user", "complete"), ("assistant", "incomplete"), ("assistant", "incomplete")]
     assert all("closed" in m["note"] for m in messages[1:])
     assert session.pending_vote is None and store.votes() == []
+
+
+def test_math_is_rendered_by_katex(stack, page):
+    r"""An answer with \( \) inline and \[ \] display math, reopened from History, is
+    typeset by KaTeX; a single $ (prices in GSM8K) is left as text."""
+    _, db, *_ = stack
+    store = FeedbackStore(db)
+    conversation = store.start_conversation("math", "chat")
+    question = "Render check: what is a quarter of 12?"
+    store.add_message(conversation, "user", question, None, None)
+    store.add_message(conversation, "assistant",
+                      "It costs $5 and $7. Inline: \\(12 \\times 0.25 = 3\\). Display:\n\n"
+                      "\\[\\frac{12}{4} = 3\\]", "smollm2-135m-instruct", "base")
+    page.reload()
+    page.get_by_role("tab", name="History").click()
+    cell = page.locator("#history-table").get_by_text(question).filter(visible=True).first
+    cell.wait_for(timeout=30_000)
+    cell.click()
+    page.locator("#history-open").click()
+    page.wait_for_selector("#chat-bot .katex-display")
+    answer = page.locator("#chat-bot [data-testid='bot']").last
+    assert answer.locator(".katex").count() >= 2  # the inline one and the display one
+    assert "$5 and $7" in answer.inner_text()
+
+
+def test_the_http_api_cannot_store_a_vote_or_a_rating(stack):
+    """A script that calls the app's HTTP API directly (the queue the browser uses, with
+    the event ids from /config) stores no vote and no rating: those events are private,
+    and a session that streamed no answers has nothing to vote on."""
+    import httpx
+
+    url, db, *_ = stack
+    config = httpx.get(f"{url}config", timeout=30).json()
+    named = httpx.get(f"{url}gradio_api/info", timeout=30).json()["named_endpoints"]
+    writers = r"/(handle|vote|chat_rate|chat_flag)(_\d+)?"  # the handlers that store
+    assert not [name for name in named if re.fullmatch(writers, name)], list(named)
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    targets = {ids["vote-model_a"]: "click", ids["chat-bot"]: "like"}
+    events = [(d["id"], t[0]) for d in config["dependencies"] for t in d["targets"]
+              if targets.get(t[0]) == t[1]]
+    assert len(events) >= 2
+
+    def counts():
+        with sqlite3.connect(db) as conn:
+            return [conn.execute(f"select count(*) from {t}").fetchone()[0]
+                    for t in ("votes", "ratings")]
+
+    before = counts()
+    for fn_index, trigger in events:
+        session = f"script-{fn_index}"
+        join = httpx.post(f"{url}gradio_api/queue/join", timeout=30, json={
+            "data": ["a comment no person wrote", None], "fn_index": fn_index,
+            "trigger_id": trigger, "session_hash": session, "event_data": {
+                "index": [1, 0], "value": "x", "liked": True}})
+        if join.status_code == 200:  # accepted into the queue: wait until it has run
+            with httpx.stream("GET", f"{url}gradio_api/queue/data",
+                              params={"session_hash": session}, timeout=60) as stream:
+                for line in stream.iter_lines():
+                    if "process_completed" in line or "close_stream" in line:
+                        break
+    assert counts() == before

@@ -108,7 +108,7 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
     chat_clear_outputs = [chat["chatbot"], chat["session"], chat["safety"], chat["text"]]
     compare_clear_outputs = [cmp["left"], cmp["right"], cmp["session"], cmp["safety"],
                              *cmp["votes"], cmp["vote_status"]]
-    board_outputs = [board["table"], board["plot"], board["summary"]]
+    board_outputs = [board["table"], board["plot"], board["heatmap"], board["summary"]]
 
     demo.load(ui.refresh, refresh_inputs, model_outputs)
     gr.Timer(RECOVERY_POLL_S).tick(ui.recover, [status, *refresh_inputs], model_outputs,

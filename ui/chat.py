@@ -19,10 +19,14 @@ class ChatHandlers(UIState):
     def clear_chat(self):
         return [], ChatSession(), gr.update(visible=False), ""
 
-    def chat_submit(self, text: str, session: ChatSession, assistant: str):
+    def chat_submit(self, text: str, session: ChatSession, assistant: str,
+                    request: gr.Request = None):
         if session.streaming:
             raise gr.Error("An answer is still arriving: wait for it, or press Stop, then send.")
         text = self.check_input(text)
+        refusal = self.rate_refusal(self.message_limit, request, "questions")
+        if refusal:
+            raise gr.Error(refusal, title="Slow down")
         if not session.conversation_id or session.assistant != assistant:
             session = ChatSession(conversation_id=new_conversation_id(), assistant=assistant)
         session.append("user", text)
@@ -149,7 +153,7 @@ class ChatHandlers(UIState):
             raise gr.Error(f"The flag was not saved: {error}") from error
         gr.Info("Thanks: the answer is flagged.", duration=2)
 
-    def chat_rate(self, session: ChatSession, data: gr.LikeData):
+    def chat_rate(self, session: ChatSession, data: gr.LikeData, request: gr.Request = None):
         index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
         liked = data.liked
         rating = 1 if liked in (True, "Like") else -1 if liked in (False, "Dislike") else 0
@@ -163,6 +167,10 @@ class ChatHandlers(UIState):
             return  # persist_chat has already warned
         if session.rated.get(message_id) == rating:
             return  # one rating per answer: a repeated click adds nothing
+        refusal = self.rate_refusal(self.vote_limit, request, "votes and ratings")
+        if refusal:
+            gr.Warning(refusal)
+            return
         try:
             self.store.rate_message(message_id, rating)
         except FeedbackWriteError as error:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
+from qtune.feedback import leaderboard as lb
 from qtune.feedback.store import FeedbackWriteError, Vote, new_conversation_id
 from qtune.ui.endpoint import EndpointError
 from qtune.ui.safety import CRISIS_RESOURCES
@@ -56,12 +57,15 @@ class CompareHandlers(UIState):
 
     def compare_submit(
         self, text: str, session: CompareSession, assistant: str, model_a: str, model_b: str,
-        blind: bool,
+        blind: bool, request: gr.Request = None,
     ):
         if session.streaming:
             raise gr.Error("The answers are still arriving: wait for them, or press Stop, "
                            "then send.")
         text = self.check_input(text)
+        refusal = self.rate_refusal(self.message_limit, request, "questions")
+        if refusal:
+            raise gr.Error(refusal, title="Slow down")
         if not model_a or not model_b:
             raise gr.Error("Choose two models (press Refresh models if the lists are empty).")
         if session.pending_vote is not None:
@@ -148,6 +152,8 @@ class CompareHandlers(UIState):
             blind=session.blind and not session.revealed,
             model_a_version=self.version(session.left),
             model_b_version=self.version(session.right),
+            names_model=any(lb.answer_names_model(a["content"], (session.left, session.right))
+                            for a in answers),
         )
         session.answered_at = time.monotonic()
         yield (session.left_history, session.right_history, session,
@@ -215,8 +221,8 @@ class CompareHandlers(UIState):
     def voter(self, winner: str):
         """The click handler of one vote button."""
 
-        def handle(comment: str, session: CompareSession):
-            return self.vote(winner, comment, session)
+        def handle(comment: str, session: CompareSession, request: gr.Request):
+            return self.vote(winner, comment, session, request)
 
         return handle
 
@@ -231,14 +237,16 @@ class CompareHandlers(UIState):
                     f"{MAX_COMMENT_CHARS:,}.")
         return None
 
-    def vote(self, winner: str, comment: str, session: CompareSession):
+    def vote(self, winner: str, comment: str, session: CompareSession,
+             request: gr.Request | None = None):
         """Store the vote; on failure keep it and the buttons so the user can try again."""
         vote = session.pending_vote
         if vote is None:
             gr.Warning("There is nothing to vote on: ask both models something first.")
             return (session, gr.update(), *self._vote_buttons(False), gr.update(), gr.update(),
                     gr.update())
-        refusal = self._vote_refusal(comment, session)
+        refusal = (self._vote_refusal(comment, session)
+                   or self.rate_refusal(self.vote_limit, request, "votes and ratings"))
         if refusal:
             gr.Warning(refusal)
             return (session, f"**Vote not saved** — {refusal}", *self._vote_buttons(True),

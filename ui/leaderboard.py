@@ -30,6 +30,36 @@ def rating_plot(standings: list[lb.Standing], assistant: str):
     return figure
 
 
+def win_rate_plot(votes: list[dict], assistant: str):
+    """Pairwise win rates: the row model's share of wins (ties half) against the column
+    model, with the number of battles; blank where two models never met."""
+    models, matrix = lb.win_rate_matrix(votes)
+    if len(models) < 2:
+        return None
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    met = np.zeros((len(models), len(models)), dtype=int)
+    index = {m: k for k, m in enumerate(models)}
+    for battle in lb.battles_from_votes(votes):
+        a, b = index[battle.model_a], index[battle.model_b]
+        met[a, b] += 1
+        met[b, a] += 1
+    size = 1.1 * len(models) + 2.5
+    figure = Figure(figsize=(size, size * 0.8), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(matrix, cmap="RdBu", vmin=0, vmax=1)
+    for (row, col), value in np.ndenumerate(matrix):
+        if not np.isnan(value):
+            axes.text(col, row, f"{value:.0%}\n({met[row, col]})", ha="center", va="center",
+                      fontsize=8)
+    axes.set_xticks(range(len(models)), models, rotation=30, ha="right")
+    axes.set_yticks(range(len(models)), models)
+    axes.set_title(f"{assistant}: row model's win rate against column model (battles)")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    return figure
+
+
 
 class LeaderboardHandlers(UIState):
     """Event handler of the Leaderboard tab."""
@@ -38,7 +68,7 @@ class LeaderboardHandlers(UIState):
         try:
             votes = self.store.votes(assistant)
         except FeedbackWriteError as error:
-            return [], None, f"Cannot read the votes: {error}"
+            return [], None, None, f"Cannot read the votes: {error}"
         blind = lb.blind_votes(votes)
         standings = lb.leaderboard(blind, rounds=self.bootstrap_rounds)
         rows = [
@@ -52,11 +82,12 @@ class LeaderboardHandlers(UIState):
         summary = (f"**{assistant}**: {counted} votes between {len(standings)} models "
                    f"(blind votes only; ratings: Bradley–Terry on the Elo scale, mean 1000; "
                    f"95% bootstrap intervals from {self.bootstrap_rounds} resamples)."
-                   + (f" {named} votes cast with the names shown are stored but not counted."
-                      if named else ""))
+                   + (f" {named} votes cast with the names shown, or on answers that named "
+                      "a model, are stored but not counted." if named else ""))
         if not standings:
             summary = f"**{assistant}**: no votes yet. Vote in the Compare tab."
-        return rows, rating_plot(standings, assistant), summary
+        return (rows, rating_plot(standings, assistant), win_rate_plot(blind, assistant),
+                summary)
 
 
 
@@ -64,7 +95,9 @@ def leaderboard_tab() -> dict:
     summary = gr.Markdown(elem_id="board-summary")
     refresh = gr.Button("Recompute", elem_id="board-refresh")
     table = gr.Dataframe(headers=LEADERBOARD_HEADERS, interactive=False, elem_id="board-table")
-    plot = gr.Plot(label="Ratings", elem_id="board-plot")
-    return dict(summary=summary, refresh=refresh, table=table, plot=plot)
+    with gr.Row():
+        plot = gr.Plot(label="Ratings", elem_id="board-plot")
+        heatmap = gr.Plot(label="Pairwise win rates", elem_id="board-heatmap")
+    return dict(summary=summary, refresh=refresh, table=table, plot=plot, heatmap=heatmap)
 
 

@@ -11,6 +11,7 @@ from qtune.data.prompts import SYSTEM_PROMPTS
 from qtune.feedback.store import FeedbackStore, FeedbackWriteError, Vote
 from qtune.ui.cards import model_card
 from qtune.ui.endpoint import Endpoint, EndpointError, ServedModel, default_pair, parse_model
+from qtune.ui.limits import RateLimiter, client_of
 from qtune.ui.safety import (
     CLASSIFIER_ASSISTANTS,
     SAFE_ANSWER,
@@ -111,6 +112,16 @@ class UIState:
         self.served: dict[str, ServedModel] = {}
         self.bootstrap_rounds = bootstrap_rounds
         self.max_tokens = max_tokens  # the slider's starting value
+        self.message_limit = RateLimiter(config.ui_messages_per_minute)
+        self.vote_limit = RateLimiter(config.ui_votes_per_minute)
+
+    @staticmethod
+    def rate_refusal(limiter: RateLimiter, request: gr.Request | None, what: str) -> str | None:
+        """Why this client may not do one more ``what`` now, or None (and it is counted)."""
+        if limiter.allow(client_of(request)):
+            return None
+        return (f"Too many {what} from your address: at most {limiter.limit} a minute. "
+                "Wait a minute, then try again.")
 
     # --- models and status ---------------------------------------------------------------
 
