@@ -1,0 +1,159 @@
+"""Serving under a realistic load, measured with vLLM's own load generator.
+
+Builds a custom dataset from the real test questions (GSM8K test and CounselChat test:
+the prompt is the question, the answer length is the reference answer's token count,
+capped), then runs vLLM's `bench serve` (``vllm.benchmarks.serve``: Poisson arrivals at
+each ``--rates`` value, ``--lora-modules`` over every adapter and the base model, round
+robin) against
+
+* ``vllm``: `qtune serve` (the base model and every adapter in one vLLM server), and/or
+* ``peft``: transformers + PEFT behind a queue that batches whatever is waiting
+  (`bench/peft_server.py`), the way a user would serve adapters without vLLM,
+
+each alone on the machine. Reports TTFT, TPOT and ITL at p50/p99, throughput, and goodput
+under ``--goodput`` (vLLM's SLO syntax), with the CPU's flags::
+
+    python bench/bench_serve_load.py --engines vllm peft --rates 0.5 1 2 --out test-artifacts/load.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+METRICS = ("ttft", "tpot", "itl")
+
+
+def build_dataset(path: Path, per_task: int, max_output: int) -> int:
+    """``{"prompt", "output_tokens"}`` rows, math and counselling alternating."""
+    from qtune.data.datasets import load_counselchat, load_gsm8k
+    from transformers import AutoTokenizer
+
+    from qtune.model import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(None))
+    length = lambda text: min(max_output, len(tokenizer(text).input_ids))  # noqa: E731
+    math = [(m.question, length(m.solution)) for m in load_gsm8k("test", limit=per_task)]
+    counsel = [(c.question or c.title, length(c.answer))
+               for c in load_counselchat("test", limit=per_task)]
+    rows = [row for pair in zip(math, counsel, strict=False) for row in pair]
+    path.write_text("".join(json.dumps({"prompt": p, "output_tokens": n}) + "\n"
+                            for p, n in rows))
+    return len(rows)
+
+
+def wait_ready(base_url: str, timeout_s: float = 600) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            reply = httpx.get(f"{base_url}/v1/models", timeout=5,
+                              headers={"Authorization": "Bearer bench"})
+            if reply.status_code == 200:
+                return [m["id"] for m in reply.json()["data"]]
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"{base_url} did not answer within {timeout_s:.0f} s")
+
+
+def start_engine(engine: str, port: int, log: Path) -> subprocess.Popen:
+    here = Path(__file__).parent
+    command = ([sys.executable, str(here / "peft_server.py"), "--port", str(port)]
+               if engine == "peft" else
+               [sys.executable, "-m", "qtune.cli", "serve", "--port", str(port),
+                "--api-key", "bench"])
+    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def run_rate(args: argparse.Namespace, base_url: str, models: list[str], rate: float,
+             dataset: Path, result_dir: Path, engine: str) -> dict:
+    from vllm.benchmarks.serve import add_cli_args
+    from vllm.benchmarks.serve import main as bench_main
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from qtune.model import resolve_model
+
+    parser = FlexibleArgumentParser()
+    add_cli_args(parser)
+    name = f"{engine}-rate{rate:g}.json"
+    bench_args = parser.parse_args([
+        "--backend", "openai-chat", "--endpoint", "/v1/chat/completions",
+        "--base-url", base_url, "--model", models[0], "--tokenizer", resolve_model(None),
+        "--dataset-name", "custom", "--dataset-path", str(dataset),
+        "--custom-output-len", "-1", "--skip-chat-template",
+        "--num-prompts", str(args.num_prompts), "--request-rate", str(rate),
+        "--seed", "0", "--temperature", "0", "--ignore-eos",
+        "--lora-modules", *models, "--lora-assignment", "round-robin",
+        "--percentile-metrics", ",".join(METRICS), "--metric-percentiles", "50,99",
+        "--goodput", *args.goodput,
+        "--save-result", "--result-dir", str(result_dir), "--result-filename", name,
+    ])
+    bench_main(bench_args)
+    return json.loads((result_dir / name).read_text())
+
+
+def row(engine: str, rate: float, result: dict) -> str:
+    cells = [engine, f"{rate:g}", f"{result['completed']}/{result['num_prompts']}",
+             f"{result['output_throughput']:.1f}",
+             f"{result.get('request_goodput') or 0:.2f}"]
+    for metric in METRICS:
+        cells.append(f"{result[f'p50_{metric}_ms']:.0f} / {result[f'p99_{metric}_ms']:.0f}")
+    return "| " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="markdown report (JSON beside)")
+    parser.add_argument("--engines", nargs="+", choices=("vllm", "peft"), default=["vllm", "peft"])
+    parser.add_argument("--rates", type=float, nargs="+", default=[0.5, 1.0, 2.0],
+                        help="mean requests per second (Poisson arrivals)")
+    parser.add_argument("--num-prompts", type=int, default=32, help="requests per rate")
+    parser.add_argument("--per-task", type=int, default=32, help="test questions per task")
+    parser.add_argument("--max-output", type=int, default=128,
+                        help="cap on a request's answer tokens (the reference answer's length)")
+    parser.add_argument("--goodput", nargs="+", default=["ttft:5000", "tpot:250"],
+                        help="SLOs in ms, vLLM's KEY:VALUE syntax (default ttft:5000 tpot:250)")
+    parser.add_argument("--port", type=int, default=8013)
+    args = parser.parse_args()
+
+    from qtune.hardware import speed_flags_text
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result_dir = args.out.with_suffix("")
+    result_dir.mkdir(exist_ok=True)
+    dataset = result_dir / "dataset.jsonl"
+    count = build_dataset(dataset, args.per_task, args.max_output)
+    os.environ["OPENAI_API_KEY"] = "bench"  # vLLM's client sends it; the PEFT server ignores it
+    lines = [f"Load: {count} test questions (GSM8K + CounselChat), {args.num_prompts} requests "
+             f"per rate, Poisson arrivals, models round robin; SLO {' '.join(args.goodput)}; "
+             f"CPU flags: {speed_flags_text()}; {time.strftime('%Y-%m-%d')}", "",
+             "| engine | rate (req/s) | completed | output tok/s | goodput (req/s) | "
+             "TTFT p50 / p99 ms | TPOT p50 / p99 ms | ITL p50 / p99 ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    for engine in args.engines:
+        process = start_engine(engine, args.port, result_dir / f"{engine}.log")
+        try:
+            base_url = f"http://127.0.0.1:{args.port}"
+            models = wait_ready(base_url)
+            for rate in args.rates:
+                lines.append(row(engine, rate, run_rate(args, base_url, models, rate, dataset,
+                                                        result_dir, engine)))
+                print(lines[-1], flush=True)
+        finally:
+            os.killpg(process.pid, 15)
+            process.wait(timeout=60)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
