@@ -47,6 +47,11 @@ class Job:
 class BatchingWorker:
     def __init__(self, model, tokenizer, max_batch: int) -> None:
         self.model, self.tokenizer, self.max_batch = model, tokenizer, max_batch
+        # The chat template ends a turn with the generation config's EOS (<|im_end|>),
+        # which need not be the tokenizer's own.
+        configured = model.generation_config.eos_token_id
+        self.eos_ids = {tokenizer.eos_token_id, *(configured if isinstance(configured, list)
+                                                   else [configured])} - {None}
         self.jobs: queue.Queue[Job] = queue.Queue()
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -92,7 +97,7 @@ class BatchingWorker:
                     text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
                     job.emit(text[len(sent[row]):])
                     sent[row] = text
-                    eos = token == self.tokenizer.eos_token_id and not job.ignore_eos
+                    eos = token in self.eos_ids and not job.ignore_eos
                     if eos or len(generated[row]) >= job.max_tokens:
                         done[row] = True
                         job.emit(None)
