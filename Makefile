@@ -50,6 +50,7 @@ bench:  ## the cost benchmarks behind docs/benchmarks.md (run on a quiet machine
 	$(BIN)/python bench/bench_circuits.py --markdown
 	$(BIN)/python bench/bench_qwth_step.py --markdown
 	$(BIN)/python bench/bench_serve.py --out test-artifacts/bench-serve.md
+	$(BIN)/python bench/bench_serve_load.py --out test-artifacts/bench-load.md
 
 clean:  ## remove caches (not the venv or the prepared model)
 	rm -rf .pytest_cache .ruff_cache test-artifacts

@@ -73,6 +73,12 @@ def start_engine(engine: str, port: int, log: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def pick_models(models: list[str], mix: str) -> list[str]:
+    """The served models a run sends to, round robin: the base model (listed first), the
+    adapters, or all of them."""
+    return {"base": models[:1], "adapters": models[1:], "all": models}[mix]
+
+
 def run_rate(args: argparse.Namespace, base_url: str, models: list[str], rate: float,
              dataset: Path, result_dir: Path, engine: str) -> dict:
     from vllm.benchmarks.serve import add_cli_args
@@ -83,7 +89,7 @@ def run_rate(args: argparse.Namespace, base_url: str, models: list[str], rate: f
 
     parser = FlexibleArgumentParser()
     add_cli_args(parser)
-    name = f"{engine}-rate{rate:g}.json"
+    name = f"{engine}-{models[0] if len(models) == 1 else len(models)}-rate{rate:g}.json"
     bench_args = parser.parse_args([
         "--backend", "openai-chat", "--endpoint", "/v1/chat/completions",
         "--base-url", base_url, "--model", models[0], "--tokenizer", resolve_model(None),
@@ -100,8 +106,8 @@ def run_rate(args: argparse.Namespace, base_url: str, models: list[str], rate: f
     return json.loads((result_dir / name).read_text())
 
 
-def row(engine: str, rate: float, result: dict) -> str:
-    cells = [engine, f"{rate:g}", f"{result['completed']}/{result['num_prompts']}",
+def row(engine: str, mix: str, rate: float, result: dict) -> str:
+    cells = [engine, mix, f"{rate:g}", f"{result['completed']}/{result['num_prompts']}",
              f"{result['output_throughput']:.1f}",
              f"{result.get('request_goodput') or 0:.2f}"]
     for metric in METRICS:
@@ -117,6 +123,9 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[0.5, 1.0, 2.0],
                         help="mean requests per second (Poisson arrivals)")
     parser.add_argument("--num-prompts", type=int, default=32, help="requests per rate")
+    parser.add_argument("--mixes", nargs="+", choices=("all", "base", "adapters"),
+                        default=["all"], help="which served models the requests go to: "
+                        "all (base and adapters), base only, adapters only; round robin")
     parser.add_argument("--per-task", type=int, default=32, help="test questions per task")
     parser.add_argument("--max-output", type=int, default=128,
                         help="cap on a request's answer tokens (the reference answer's length)")
@@ -136,18 +145,20 @@ def main() -> None:
     lines = [f"Load: {count} test questions (GSM8K + CounselChat), {args.num_prompts} requests "
              f"per rate, Poisson arrivals, models round robin; SLO {' '.join(args.goodput)}; "
              f"CPU flags: {speed_flags_text()}; {time.strftime('%Y-%m-%d')}", "",
-             "| engine | rate (req/s) | completed | output tok/s | goodput (req/s) | "
+             "| engine | models | rate (req/s) | completed | output tok/s | goodput (req/s) | "
              "TTFT p50 / p99 ms | TPOT p50 / p99 ms | ITL p50 / p99 ms |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for engine in args.engines:
         process = start_engine(engine, args.port, result_dir / f"{engine}.log")
         try:
             base_url = f"http://127.0.0.1:{args.port}"
-            models = wait_ready(base_url)
-            for rate in args.rates:
-                lines.append(row(engine, rate, run_rate(args, base_url, models, rate, dataset,
-                                                        result_dir, engine)))
-                print(lines[-1], flush=True)
+            served = wait_ready(base_url)
+            for mix in args.mixes:
+                for rate in args.rates:
+                    result = run_rate(args, base_url, pick_models(served, mix), rate, dataset,
+                                      result_dir, engine)
+                    lines.append(row(engine, mix, rate, result))
+                    print(lines[-1], flush=True)
         finally:
             os.killpg(process.pid, 15)
             process.wait(timeout=60)
