@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -49,9 +50,13 @@ def build_dataset(path: Path, per_task: int, max_output: int) -> int:
     return len(rows)
 
 
-def wait_ready(base_url: str, timeout_s: float = 600) -> list[str]:
+def wait_ready(base_url: str, process: subprocess.Popen, log: Path,
+               timeout_s: float = 600) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{tail}")
         try:
             reply = httpx.get(f"{base_url}/v1/models", timeout=5,
                               headers={"Authorization": "Bearer bench"})
@@ -63,12 +68,12 @@ def wait_ready(base_url: str, timeout_s: float = 600) -> list[str]:
     raise TimeoutError(f"{base_url} did not answer within {timeout_s:.0f} s")
 
 
-def start_engine(engine: str, port: int, log: Path) -> subprocess.Popen:
+def start_engine(engine: str, port: int, log: Path, vllm_args: list[str]) -> subprocess.Popen:
     here = Path(__file__).parent
     command = ([sys.executable, str(here / "peft_server.py"), "--port", str(port)]
                if engine == "peft" else
                [sys.executable, "-m", "qtune.cli", "serve", "--port", str(port),
-                "--api-key", "bench"])
+                "--api-key", "bench", *(["--", *vllm_args] if vllm_args else [])])
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -132,6 +137,9 @@ def main() -> None:
     parser.add_argument("--goodput", nargs="+", default=["ttft:5000", "tpot:250"],
                         help="SLOs in ms, vLLM's KEY:VALUE syntax (default ttft:5000 tpot:250)")
     parser.add_argument("--port", type=int, default=8013)
+    parser.add_argument("--vllm-args", default="",
+                        help="extra vLLM options for `qtune serve -- …` (a lever to measure), "
+                        "e.g. \"--max-num-seqs 16\"")
     args = parser.parse_args()
 
     from qtune.hardware import speed_flags_text
@@ -149,10 +157,14 @@ def main() -> None:
              "TTFT p50 / p99 ms | TPOT p50 / p99 ms | ITL p50 / p99 ms |",
              "|---|---|---|---|---|---|---|---|---|"]
     for engine in args.engines:
-        process = start_engine(engine, args.port, result_dir / f"{engine}.log")
+        started = time.monotonic()
+        log = result_dir / f"{engine}.log"
+        process = start_engine(engine, args.port, log, shlex.split(args.vllm_args))
         try:
             base_url = f"http://127.0.0.1:{args.port}"
-            served = wait_ready(base_url)
+            served = wait_ready(base_url, process, log)
+            lines.insert(1, f"{engine} {args.vllm_args}: ready {time.monotonic() - started:.0f} s "
+                            "after start")
             for mix in args.mixes:
                 for rate in args.rates:
                     result = run_rate(args, base_url, pick_models(served, mix), rate, dataset,
