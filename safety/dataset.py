@@ -25,29 +25,25 @@ SPLITS = ("train", "dev", "test")
 
 
 @dataclass(frozen=True)
-class Message:
+class _Labelled:
+    label: str
+    lang: str
+    kind: str
+    split: str
+
+    @property
+    def is_crisis(self) -> bool:
+        return self.label == "crisis"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message(_Labelled):
     text: str
-    label: str
-    lang: str
-    kind: str
-    split: str
-
-    @property
-    def is_crisis(self) -> bool:
-        return self.label == "crisis"
 
 
-@dataclass(frozen=True)
-class Conversation:
-    messages: tuple[str, ...]
-    label: str
-    lang: str
-    kind: str
-    split: str
-
-    @property
-    def is_crisis(self) -> bool:
-        return self.label == "crisis"
+@dataclass(frozen=True, kw_only=True)
+class Conversation(_Labelled):
+    messages: tuple[str, ...]  # the user's side, oldest first
 
 
 def _read_jsonl(path: Path) -> list[dict]:
