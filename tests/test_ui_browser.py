@@ -191,18 +191,28 @@ def test_ui_recovers_when_the_endpoint_is_back(stack):
     assert ui.recover("● fine", "math", "", "", "")[3] == {"__type__": "update"}
 
 
+def open_from_history(page, text: str, artifacts_dir=None) -> None:
+    """Reload, pick the conversation whose row shows ``text`` and open it in Chat. Waits
+    for the selection to reach the server (the title box fills) before Open: under load
+    the click on Open can otherwise overtake it."""
+    page.reload()
+    page.get_by_role("tab", name="History").click()
+    cell = page.locator("#history-table").get_by_text(text).filter(visible=True).first
+    cell.wait_for(timeout=30_000)
+    if artifacts_dir is not None:
+        save_screenshot(page, artifacts_dir, "history")
+    cell.click()
+    page.wait_for_function(
+        "() => { const box = document.querySelector('#history-title textarea, "
+        "#history-title input'); return box && box.value !== ''; }", timeout=30_000)
+    page.locator("#history-open").click()
+
+
 def test_history_reopens_a_chat_after_a_reload(stack, page, artifacts_dir):
     """The chat of the first test is listed in History (from SQLite, after a reload of the
     page), reopens in Chat, and a follow-up continues the same conversation."""
     _, db, _, _ = stack
-    page.reload()
-    page.get_by_role("tab", name="History").click()
-    cell = (page.locator("#history-table").get_by_text("What is 12 + 30?")
-            .filter(visible=True).first)
-    cell.wait_for(timeout=30_000)
-    save_screenshot(page, artifacts_dir, "history")
-    cell.click()
-    page.locator("#history-open").click()
+    open_from_history(page, "What is 12 + 30?", artifacts_dir)
     page.wait_for_selector("#chat-bot:has-text('What is 12 + 30?')")
     page.locator("#chat-input textarea").fill("And 12 + 31?")
     page.locator("#chat-send").click()
@@ -291,12 +301,7 @@ def test_math_is_rendered_by_katex(stack, page):
     store.add_message(conversation, "assistant",
                       "It costs $5 and $7. Inline: \\(12 \\times 0.25 = 3\\). Display:\n\n"
                       "\\[\\frac{12}{4} = 3\\]", "smollm2-135m-instruct", "base")
-    page.reload()
-    page.get_by_role("tab", name="History").click()
-    cell = page.locator("#history-table").get_by_text(question).filter(visible=True).first
-    cell.wait_for(timeout=30_000)
-    cell.click()
-    page.locator("#history-open").click()
+    open_from_history(page, question)
     page.wait_for_selector("#chat-bot .katex-display")
     answer = page.locator("#chat-bot [data-testid='bot']").last
     assert answer.locator(".katex").count() >= 2  # the inline one and the display one

@@ -55,7 +55,7 @@ def win_rate_plot(votes: list[dict], assistant: str):
                       fontsize=8)
     axes.set_xticks(range(len(models)), models, rotation=30, ha="right")
     axes.set_yticks(range(len(models)), models)
-    axes.set_title(f"{assistant}: row model's win rate against column model (battles)")
+    axes.set_title(f"{assistant}: win rate of row vs column (battles)", fontsize=10)
     figure.colorbar(image, ax=axes, shrink=0.8)
     return figure
 
