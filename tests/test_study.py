@@ -140,3 +140,16 @@ def test_the_shipped_study_is_valid():
     assert set(study.methods) == {"lora", "lora-r1", "qwth", "qwth-none", "qwth-vector",
                                   "qwth-frozen"}
     assert len(study.seeds) >= 3 and all(len(r) >= 4 for r in study.learning_rates.values())
+
+
+def test_sweep_table_puts_an_extended_rate_in_the_column_of_its_rounded_value(tmp_path):
+    from qtune.study.report import sweep_table
+
+    study = StudyConfig.from_toml(Path(__file__).resolve().parent.parent / "studies" /
+                                  "circuit.toml")
+    results = ResultsFile(tmp_path / "runs.csv", study)
+    results.rows = {("math", "lora", "9.99e-03", 0): {"lr": 3.16e-3 * 3.16, "heldout_loss": 1.2},
+                    ("math", "qwth", "1e-02", 0): {"lr": 1e-2, "heldout_loss": 1.1}}
+    header, *body = sweep_table(study, results, "math")[2:]
+    assert header == "| method | 0.01 |"
+    assert "| lora | **1.2000** |" in body and "| qwth | **1.1000** |" in body
