@@ -176,6 +176,18 @@ def leaderboard(
 
 def win_rate_matrix(votes: Iterable[Mapping]) -> tuple[list[str], np.ndarray]:
     """Row model's share of wins (ties half) against the column model; NaN where never met."""
+    models, won, met = pairwise_outcomes(votes)
+    return models, win_rates(won, met)
+
+
+def win_rates(won: np.ndarray, met: np.ndarray) -> np.ndarray:
+    """Wins divided by battles, NaN where two models never met."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(met > 0, won / np.maximum(met, 1), np.nan)
+
+
+def pairwise_outcomes(votes: Iterable[Mapping]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Models, row's wins against column (ties half), and battles between each pair."""
     battles = battles_from_votes(votes)
     models = sorted({b.model_a for b in battles} | {b.model_b for b in battles})
     index = {m: k for k, m in enumerate(models)}
@@ -188,5 +200,4 @@ def win_rate_matrix(votes: Iterable[Mapping]) -> tuple[list[str], np.ndarray]:
         won[b, a] += 1.0 - score
         met[a, b] += 1
         met[b, a] += 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return models, np.where(met > 0, won / np.maximum(met, 1), np.nan)
+    return models, won, met

@@ -385,20 +385,19 @@ class FeedbackStore:
         """A person's report that an answer is harmful, wrong, or otherwise bad."""
         if reason not in FLAG_REASONS:
             raise ValueError(f"reason must be one of {FLAG_REASONS}, not {reason!r}")
-        with self._write() as db:
-            table = db["flags"]
-            table.insert({"message_id": message_id, "reason": reason,
-                          "comment": comment[:1000], "created_at": utc_now()})
-            return int(table.last_pk)
+        return self._insert_flag(message_id, reason, comment[:1000], "person")
 
     def flag_safety(self, message_id: int, reason: str) -> int:
         """The safety screen's record that a message fired it (see SAFETY_REASONS)."""
         if reason not in SAFETY_REASONS:
             raise ValueError(f"reason must be one of {SAFETY_REASONS}, not {reason!r}")
+        return self._insert_flag(message_id, reason, "", "safety screen")
+
+    def _insert_flag(self, message_id: int, reason: str, comment: str, source: str) -> int:
         with self._write() as db:
             table = db["flags"]
-            table.insert({"message_id": message_id, "reason": reason, "comment": "",
-                          "source": "safety screen", "created_at": utc_now()})
+            table.insert({"message_id": message_id, "reason": reason, "comment": comment,
+                          "source": source, "created_at": utc_now()})
             return int(table.last_pk)
 
     def rate_message(self, message_id: int, rating: int, comment: str = "") -> int:

@@ -33,25 +33,20 @@ def rating_plot(standings: list[lb.Standing], assistant: str):
 def win_rate_plot(votes: list[dict], assistant: str):
     """Pairwise win rates: the row model's share of wins (ties half) against the column
     model, with the number of battles; blank where two models never met."""
-    models, matrix = lb.win_rate_matrix(votes)
+    models, won, met = lb.pairwise_outcomes(votes)
     if len(models) < 2:
         return None
     import numpy as np
     from matplotlib.figure import Figure
 
-    met = np.zeros((len(models), len(models)), dtype=int)
-    index = {m: k for k, m in enumerate(models)}
-    for battle in lb.battles_from_votes(votes):
-        a, b = index[battle.model_a], index[battle.model_b]
-        met[a, b] += 1
-        met[b, a] += 1
+    matrix = lb.win_rates(won, met)
     size = 1.1 * len(models) + 2.5
     figure = Figure(figsize=(size, size * 0.8), layout="constrained")
     axes = figure.subplots()
     image = axes.imshow(matrix, cmap="RdBu", vmin=0, vmax=1)
     for (row, col), value in np.ndenumerate(matrix):
         if not np.isnan(value):
-            axes.text(col, row, f"{value:.0%}\n({met[row, col]})", ha="center", va="center",
+            axes.text(col, row, f"{value:.0%}\n({int(met[row, col])})", ha="center", va="center",
                       fontsize=8)
     axes.set_xticks(range(len(models)), models, rotation=30, ha="right")
     axes.set_yticks(range(len(models)), models)
