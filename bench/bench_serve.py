@@ -196,23 +196,9 @@ def _adapter_context(model, models: list[str]):
 
 def bench_transformers(args: argparse.Namespace, adapters: list[tuple[str, Path]]) -> list[Result]:
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from peft_server import load_peft  # bench/ is on the path when this runs as a script
 
-    from qtune.model import resolve_model
-
-    torch.set_num_threads(args.threads)
-    base_dir = resolve_model(None)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir, padding_side="left")
-    from qtune.hardware import native_bf16
-
-    # The same precision choice as the vLLM server: bf16 only where the hardware has it.
-    dtype = torch.bfloat16 if native_bf16() else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
-    model = PeftModel.from_pretrained(base, str(adapters[0][1]), adapter_name=adapters[0][0])
-    for name, path in adapters[1:]:
-        model.load_adapter(str(path), adapter_name=name)
-    model.eval()
+    model, tokenizer = load_peft(adapters, args.threads, padding_side="left")
     prompts = [
         tokenizer.apply_chat_template(
             [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True

@@ -162,10 +162,11 @@ async def _sse(job: Job, model: str):
     yield "data: [DONE]\n\n"
 
 
-def load(adapters_dir: Path, threads: int):
+def load_peft(adapters: list[tuple[str, Path]], threads: int, padding_side: str = "right"):
+    """The base model with every adapter loaded in PEFT, as a user would without vLLM
+    (also used by bench_serve.py); bf16 only where the hardware has it, as `qtune serve`."""
     import torch
     from peft import PeftModel
-    from qtune.serve.adapters import discover_adapters
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from qtune.hardware import native_bf16
@@ -173,15 +174,13 @@ def load(adapters_dir: Path, threads: int):
 
     torch.set_num_threads(threads)
     base_dir = resolve_model(None)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    # The same precision choice as `qtune serve`: bf16 only where the hardware has it.
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, padding_side=padding_side)
     dtype = torch.bfloat16 if native_bf16() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
-    adapters = discover_adapters(adapters_dir)
     model = PeftModel.from_pretrained(model, str(adapters[0][1]), adapter_name=adapters[0][0])
     for name, path in adapters[1:]:
         model.load_adapter(str(path), adapter_name=name)
-    return model.eval(), tokenizer, [name for name, _ in adapters]
+    return model.eval(), tokenizer
 
 
 def main() -> None:
@@ -197,7 +196,11 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=16, help="most requests in one batch")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
-    model, tokenizer, names = load(args.adapters, args.threads)
+    from qtune.serve.adapters import discover_adapters
+
+    adapters = discover_adapters(args.adapters)
+    model, tokenizer = load_peft(adapters, args.threads)
+    names = [name for name, _ in adapters]
     worker = BatchingWorker(model, tokenizer, args.max_batch)
     app = build_app(worker, tokenizer, names, served_name(None))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
