@@ -37,6 +37,13 @@ def _method_text(config: TrainConfig) -> str:
         return (f"Plain LoRA (PEFT) of rank {adapter.r}, alpha {adapter.lora_alpha}, no dropout, "
                 f"on {targets}: the baseline for the QWTH adapter trained with the same data, "
                 "schedule, steps and seed.")
+    if config.method == "qtha":
+        return (f"QTHA (the seed paper's per-token adapter) on {targets}: a tensor-train "
+                f"down-projection to r = {adapter.r}, a {adapter.r}-qubit circuit with "
+                f"{adapter.circuit_layers} re-encoding layer(s) fused with a classical branch by "
+                "trainable r x r matrices, and a tensor-train up-projection. Its update depends "
+                "on the token, so it has no LoRA form: trained and evaluated in process, not "
+                "served by vLLM.")
     shots = "exact probabilities" if adapter.shots is None else f"{adapter.shots} shots"
     return (f"QWTH: rank-{adapter.r} LoRA factors (alpha {adapter.lora_alpha}) on {targets} "
             f"whose matrices are tensor-train cores (TT rank {adapter.tt_rank}, "
@@ -57,15 +64,42 @@ def _retrain_text(name: str) -> str:
     return f"The exact settings of this run are in `{fmt.TRAINING_CONFIG_FILE}`."
 
 
+def _serve_lines(name: str, config: TrainConfig, metrics: dict[str, Any]) -> list[str]:
+    if metrics.get("peft_bytes") is None:  # QTHA: no LoRA form
+        return ["", "## Serve", "",
+                "QTHA's update depends on each token, so it has no LoRA form and vLLM cannot "
+                "serve it (docs/method.md says what a vLLM model plugin for it would take).", ""]
+    return [
+        f"- Exported PEFT LoRA (`{fmt.PEFT_WEIGHTS_FILE}`): {_size(metrics['peft_bytes'])}.",
+        "",
+        "## Serve",
+        "",
+        f"This folder is a PEFT LoRA folder (`{fmt.PEFT_CONFIG_FILE}` + "
+        f"`{fmt.PEFT_WEIGHTS_FILE}`), so vLLM loads it directly:",
+        "",
+        "```bash",
+        "python -m vllm.entrypoints.openai.api_server --model \"$(qtune model path)\" \\",
+        f"    --enable-lora --max-lora-rank {fmt.vllm_max_lora_rank([config.adapter.export_rank])} "
+        f"--lora-modules {name}=<this folder>",
+        "```",
+        "",
+        f"then ask for model `{name}`. With transformers: "
+        "`PeftModel.from_pretrained(base_model, \"<this folder>\")`.",
+        "",
+    ]
+
+
 def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
     trainable = metrics["trainable_parameters"]
     reference = metrics["same_rank_lora_parameters"]
     percent = metrics.get("percent_of_same_rank_lora")
     tokens = metrics["tokens_seen"]
     wall = metrics["wall_seconds"]
-    compact_note = (f"the `{fmt.QWTH_DIR}/` folder (cores + circuit angles; `qtune.finetune."
-                    "qwth.load_compact` rebuilds the adapter)" if config.method == "qwth"
-                    else f"`{fmt.PEFT_WEIGHTS_FILE}`")
+    compact_note = {
+        "qwth": f"the `{fmt.QWTH_DIR}/` folder (cores + circuit angles; `qtune.finetune."
+                "qwth.load_compact` rebuilds the adapter)",
+        "qtha": "the `qtha/` folder (`qtune.finetune.qtha.model.load_qtha` rebuilds it)",
+    }.get(config.method, f"`{fmt.PEFT_WEIGHTS_FILE}`")
     lines = [
         f"# {name}",
         "",
@@ -120,22 +154,7 @@ def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
         f"{reference:,} ({percent}% of it)." if percent is not None else
         f"- Trainable parameters: {trainable:,}.",
         f"- Compact form on disk: {_size(metrics['compact_bytes'])} in {compact_note}.",
-        f"- Exported PEFT LoRA (`{fmt.PEFT_WEIGHTS_FILE}`): {_size(metrics['peft_bytes'])}.",
-        "",
-        "## Serve",
-        "",
-        f"This folder is a PEFT LoRA folder (`{fmt.PEFT_CONFIG_FILE}` + "
-        f"`{fmt.PEFT_WEIGHTS_FILE}`), so vLLM loads it directly:",
-        "",
-        "```bash",
-        "python -m vllm.entrypoints.openai.api_server --model \"$(qtune model path)\" \\",
-        f"    --enable-lora --max-lora-rank {fmt.vllm_max_lora_rank([config.adapter.r])} "
-        f"--lora-modules {name}=<this folder>",
-        "```",
-        "",
-        f"then ask for model `{name}`. With transformers: "
-        "`PeftModel.from_pretrained(base_model, \"<this folder>\")`.",
-        "",
+        *_serve_lines(name, config, metrics),
         _retrain_text(name),
         "",
     ]

@@ -21,7 +21,7 @@ from qtune.finetune.qwth.config import QWTHConfig
 
 from qtune.config import settings
 from qtune.errors import QtuneError
-from qtune.vocab import EVAL_SPLITS, METHODS, TASKS
+from qtune.vocab import EVAL_SPLITS, TASKS, TRAIN_METHODS
 
 MIXED_PRECISION = ("auto", "bf16", "no")
 EVAL_POOLS = ("best", "all")
@@ -119,7 +119,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise QtuneError naming the first bad setting (adapter and device included);
         cheap enough to run before any model or data loads. Returns self."""
-        choices = {"task": TASKS, "method": METHODS, "mixed_precision": MIXED_PRECISION,
+        choices = {"task": TASKS, "method": TRAIN_METHODS, "mixed_precision": MIXED_PRECISION,
                    "eval_pool": EVAL_POOLS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -143,4 +143,10 @@ class TrainConfig:
             raise QtuneError("max_train_examples must be a positive integer (or unset)")
         # The circuit's device matters only to QWTH; LoRA runs need no PennyLane plugin.
         self.adapter.validate(check_device=self.method == "qwth")
+        if self.method == "qtha":
+            from qtune.finetune.qtha import MAX_QTHA_RANK
+
+            if self.adapter.r > MAX_QTHA_RANK:
+                raise QtuneError(f"qtha runs a circuit of r = {self.adapter.r} qubits per "
+                                 f"token; use r <= {MAX_QTHA_RANK}")
         return self

@@ -59,7 +59,13 @@ def write_outputs(model, config: TrainConfig, output: Path, base_name: str,
     from qtune.finetune.card import write_card
     from qtune.finetune.plots import plot_losses
 
-    if config.method == "qwth":
+    if config.method == "qtha":  # no LoRA form: the compact folder is the adapter
+        from qtune.finetune.qtha.model import save_qtha
+
+        compact = save_qtha(model, output / config.method)
+        metrics["compact_bytes"] = fmt.folder_bytes(compact)
+        metrics["compact_path"] = f"{config.method}/"
+    elif config.method == "qwth":
         from qtune.finetune.qwth import export_peft, save_compact
 
         compact = output / fmt.QWTH_DIR
@@ -73,7 +79,8 @@ def write_outputs(model, config: TrainConfig, output: Path, base_name: str,
         save_lora(model, output, base_name)
         metrics["compact_bytes"] = (output / fmt.PEFT_WEIGHTS_FILE).stat().st_size
         metrics["compact_path"] = fmt.PEFT_WEIGHTS_FILE
-    metrics["peft_bytes"] = (output / fmt.PEFT_WEIGHTS_FILE).stat().st_size
+    peft = output / fmt.PEFT_WEIGHTS_FILE
+    metrics["peft_bytes"] = peft.stat().st_size if peft.is_file() else None
     fmt.write_log(state.history, output / fmt.LOG_FILE)
     fmt.write_json(output / fmt.METRICS_FILE, metrics)
     plot_losses(state.history, output / fmt.LOSS_PLOT_FILE,

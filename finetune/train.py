@@ -88,6 +88,10 @@ def wrap_with_adapter(base: torch.nn.Module, config: TrainConfig) -> torch.nn.Mo
 
         adapter = config.adapter
         model = get_lora_model(base, adapter.r, adapter.lora_alpha, adapter.target_modules)
+    elif config.method == "qtha":
+        from qtune.finetune.qtha.model import get_qtha_model
+
+        model = get_qtha_model(base, config.adapter)
     else:
         from qtune.finetune.qwth import get_qwth_model
 
@@ -219,10 +223,12 @@ def _train(config: TrainConfig, output: Path,
                                                 config.adapter.target_modules)
     model = wrap_with_adapter(base, config)
     named_trainable = trainable_parameters(model)
-    n_trainable = (model.num_trainable_parameters() if config.method == "qwth"
+    own_adapter = config.method != "lora"  # QWTH and QTHA count and group their parameters
+    n_trainable = (model.num_trainable_parameters() if own_adapter
                    else sum(p.numel() for _, p in named_trainable))
-    optimizer = torch.optim.AdamW([p for _, p in named_trainable], lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    groups = (model.parameter_groups(config.lr) if own_adapter
+              else [{"params": [p for _, p in named_trainable], "lr": config.lr}])
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
         lr_factor, warmup=config.warmup, total=config.steps, min_ratio=config.min_lr_ratio))
     # The scheduler stays outside prepare(): Accelerate would step it once per process.

@@ -12,8 +12,12 @@ from __future__ import annotations
 TASKS: tuple[str, ...] = ("math", "counselling", "cpsycound")
 #: The assistants users meet (CPsyCounD trains a counselling assistant too).
 ASSISTANTS: tuple[str, ...] = ("math", "counselling")
-#: Adapter kinds the trainer builds: the quantum-weighted tensor hybrid and its baseline.
+#: Adapter kinds that are served (as PEFT LoRAs): the quantum-weighted tensor hybrid and
+#: its baseline.
 METHODS: tuple[str, ...] = ("qwth", "lora")
+#: Adapter kinds the trainer builds: the served ones and QTHA, the seed paper's per-token
+#: adapter, which has no LoRA form and is trained and evaluated in process only.
+TRAIN_METHODS: tuple[str, ...] = (*METHODS, "qtha")
 #: How each method is called in tables and the UI.
 METHOD_LABELS: dict[str, str] = {"qwth": "QWTH", "lora": "LoRA"}
 #: Held-out split used for the evaluation loss of each task (GSM8K has no official dev

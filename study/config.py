@@ -3,8 +3,13 @@ under one training budget, read from a TOML file and checked before anything run
 
 The methods a study compares are named here once. Each is a setting of the run's config,
 so every method trains, exports and serves through the same code as ``qtune finetune``:
-the LoRA baseline at rank 8 and at rank 1 (about QWTH's parameter count), QWTH, and three
-controls that keep QWTH's tensor-train cores and change only its quantum branch.
+the LoRA baseline at rank 8 and at rank 1 (about QWTH's parameter count), QWTH, three
+controls that keep QWTH's tensor-train cores and change only its quantum branch, QWTH's
+designs (issue 13) and QTHA, the seed paper's per-token adapter.
+
+Studies share one runs.csv: a row is keyed by task, method, rate and seed and carries its
+method's fingerprint (the budget plus the method's settings), so a study that ``extends``
+another reuses the runs they have in common and a changed budget is caught.
 """
 
 from __future__ import annotations
@@ -30,9 +35,32 @@ STUDY_METHODS: dict[str, dict[str, Any]] = {
     "qwth-none": {"method": "qwth", "quantum": "none"},
     "qwth-vector": {"method": "qwth", "quantum": "vector"},
     "qwth-frozen": {"method": "qwth", "quantum": "frozen"},
+    "qwth-expval": {"method": "qwth", "readout": "expval"},
+    "qwth-layer": {"method": "qwth", "circuit_scope": "layer", "device": "default.qubit",
+                   "n_qubits": 4},
+    "qwth-nonzero": {"method": "qwth", "init": "nonzero"},
+    "qwth-lr-split": {"method": "qwth", "lr_scale_fusion": 10.0, "lr_scale_quantum": 10.0},
+    "qtha": {"method": "qtha", "circuit_layers": 1},
+}
+#: What each study method is, for reports.
+METHOD_NOTES: dict[str, str] = {
+    "lora": "PEFT LoRA of rank 8 (the shipped baseline)",
+    "lora-r1": "PEFT LoRA of rank 1 (about QWTH's parameter count)",
+    "qwth": "circuit-weighted tensor-train cores (as shipped)",
+    "qwth-none": "QWTH's cores without a quantum branch (the plain tensor-train adapter)",
+    "qwth-vector": "a trainable classical vector of the circuit's 2^n outputs instead of it",
+    "qwth-frozen": "the circuit with its random angles fixed",
+    "qwth-expval": "the circuit read out as <Z_i>, <Z_i Z_j> instead of probabilities",
+    "qwth-layer": "one 4-qubit circuit per adapted layer (a broadcast batch)",
+    "qwth-nonzero": "QuanTA's start: every core random, the initial update subtracted "
+                    "(exported at rank 2r)",
+    "qwth-lr-split": "fusion scalars and circuit angles at 10x the cores' rate",
+    "qtha": "the seed paper's per-token adapter (r-qubit circuit per token; not servable "
+            "as a LoRA)",
 }
 #: Run settings a study fixes itself (per run) rather than take from [train].
-PER_RUN_KEYS = {"task", "method", "lr", "seed", "output", "resume", "overwrite", "r", "quantum"}
+PER_RUN_KEYS = {"task", "method", "lr", "seed", "output", "resume", "overwrite", "r", "quantum",
+                "readout", "circuit_scope", "init", "lr_scale_fusion", "lr_scale_quantum"}
 #: The held-out set must be at least this many examples (eval_batches x batch_size).
 MIN_DEV_EXAMPLES = 128
 
@@ -53,12 +81,25 @@ class StudyConfig:
     output: str = "docs/study"
     #: How often a sweep whose best rate sits at an edge is extended by one more rate.
     max_extensions: int = 2
+    #: Another study file (relative to this one) whose settings this one starts from.
+    extends: str | None = None
+    #: The report's path (relative: to the project root); default <output>/../study.md.
+    report: str | None = None
+    #: The question in the report's title.
+    title: str = "does the circuit earn its place?"
+    #: Compare every other method with these (paired by seed); empty: the circuit study's
+    #: questions (QWTH against LoRA and against each control).
+    compare_to: list[str] = field(default_factory=list)
 
     @classmethod
     def from_toml(cls, path: Path) -> StudyConfig:
         from qtune.finetune.cli import read_toml
 
         values = read_toml(path)
+        if values.get("extends"):
+            parent = read_toml(path.parent / values["extends"])
+            rates = {**parent.get("learning_rates", {}), **values.get("learning_rates", {})}
+            values = {**parent, **values, "learning_rates": rates}
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
         if unknown:
@@ -82,6 +123,10 @@ class StudyConfig:
             if len(rates) < 2 or not all(isinstance(r, (int, float)) and r > 0 for r in rates):
                 raise QtuneError(f"{where}: [learning_rates] {method} needs at least two "
                                  f"positive rates to sweep, got {rates!r}")
+        for method in self.compare_to:
+            if method not in self.methods:
+                raise QtuneError(f"{where}: compare_to names {method!r}, which is not among "
+                                 f"the study's methods")
         if not self.seeds:
             raise QtuneError(f"{where}: seeds is empty: give at least one seed")
         fixed = sorted(set(self.train) & PER_RUN_KEYS)
@@ -107,10 +152,17 @@ class StudyConfig:
         path = Path(self.output)
         return path if path.is_absolute() else PROJECT_ROOT / path
 
-    def fingerprint(self) -> str:
-        """What makes two studies' rows comparable: the budget and the methods' settings
+    @property
+    def report_path(self) -> Path:
+        if self.report is None:
+            return self.output_dir.parent / "study.md"
+        path = Path(self.report)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def fingerprint(self, method: str) -> str:
+        """What makes two rows of a method comparable: the budget and the method's settings
         (not the rates or seeds, which a study may extend)."""
-        data = {"train": self.train, "methods": {m: STUDY_METHODS[m] for m in self.methods}}
+        data = {"train": self.train, "method": STUDY_METHODS[method]}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -9,7 +9,7 @@ import datetime as dt
 import statistics
 from pathlib import Path
 
-from qtune.study.config import StudyConfig
+from qtune.study.config import METHOD_NOTES, StudyConfig
 from qtune.study.plots import plot_task
 from qtune.study.runner import ResultsFile
 from qtune.study.summary import paired, summarize
@@ -24,12 +24,13 @@ QUESTIONS = (
 )
 
 
-
-
-
-
-
-
+def questions(study: StudyConfig) -> list[tuple[str, str, str]]:
+    """The comparisons of this study: the circuit study's, or every method against each
+    of ``compare_to``."""
+    if not study.compare_to:
+        return [q for q in QUESTIONS if q[0] in study.methods and q[1] in study.methods]
+    return [(a, b, f"Does {a} beat {b}?") for a in study.methods for b in study.compare_to
+            if a != b and a not in study.compare_to[: study.compare_to.index(b)]]
 
 
 def verdict(diff: tuple[float, float, float, float | None, int]) -> str:
@@ -66,9 +67,7 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
     lines += ["", *sweep_table(study, results, task)]
     lines += ["", "| question | A − B held-out loss [95% CI] | paired t-test p | seeds | "
               "answer |", "|---|---|---:|---:|---|"]
-    for a, b, question in QUESTIONS:
-        if a not in summaries or b not in summaries:
-            continue
+    for a, b, question in questions(study):
         diff = paired(summaries[a], summaries[b])
         p = "n/a" if diff[3] is None else f"{diff[3]:.3g}"
         shown = (f"{diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]" if diff[4] else "n/a")
@@ -81,10 +80,8 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
     """The plain answers, each question across the tasks (details per task below)."""
     summaries = {task: summarize(results, study, task) for task in study.tasks}
     lines = ["## Verdict", "", "Held-out loss, each method at its own best rate, paired by "
-             "seed (a negative difference favours QWTH):", ""]
-    for a, b, question in QUESTIONS:
-        if a not in study.methods or b not in study.methods:
-            continue
+             "seed (a negative difference A − B favours A):", ""]
+    for a, b, question in questions(study):
         answers = []
         for task, by_method in summaries.items():
             diff = paired(by_method[a], by_method[b])
@@ -123,14 +120,14 @@ def sweep_table(study: StudyConfig, results: ResultsFile, task: str) -> list[str
 
 def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
                  command: str) -> Path:
-    path = path or study.output_dir.parent / "study.md"
+    path = path or study.report_path
     rows = [r for r in results.rows.values() if r["task"] in study.tasks]
     hours = sum(float(r.get("seconds") or 0) for r in rows) / 3600
     budget = study.run_config(study.tasks[0], study.methods[0], 1e-3, 0, Path("x"))
     planned = len(study.tasks) * sum(len(study.learning_rates[m]) + len(study.seeds) - 1
                                      for m in study.methods)
     lines = [
-        f"# Study `{study.name}`: does the circuit earn its place?", "",
+        f"# Study `{study.name}`: {study.title}", "",
         f"Produced by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on "
         f"{cpu_text()}. {len(rows)} of about {planned} runs done, {hours:.1f} hours of "
         "training in all" + ("." if len(rows) >= planned else
@@ -143,15 +140,12 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
         f"run). Each method's rate is the best of its sweep at seed {study.seeds[0]}; "
         f"seeds {', '.join(map(str, study.seeds))} at that rate give the intervals "
         "(Student-t, 95%) and the paired tests (paired by seed).", "",
-        "Methods: `lora` rank 8 and `lora-r1` rank 1 (PEFT LoRA); `qwth` (circuit-weighted "
-        "tensor-train cores); controls with QWTH's cores and another quantum branch: "
-        "`qwth-none` (none: the plain tensor-train adapter), `qwth-vector` (a trainable "
-        "classical vector of the circuit's 2^n outputs), `qwth-frozen` (the circuit with its "
-        "random angles fixed).", "",
+        "Methods: " + "; ".join(f"`{m}` ({METHOD_NOTES[m]})" for m in study.methods) + ".",
+        "",
     ]
     lines += verdict_section(study, results)
     for task in study.tasks:
-        figure = plot_task(study, results, task, study.output_dir / f"{task}.png")
+        figure = plot_task(study, results, task, study.output_dir / f"{study.name}-{task}.png")
         lines += task_section(study, results, task, figure, path.parent)
     lines += [f"Every run: [{results.path.name}]({results.path.relative_to(path.parent)}).", ""]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,20 +37,29 @@ class ResultsFile:
     """runs.csv: one row per finished run, appended and flushed to disk as it finishes."""
 
     def __init__(self, path: Path, study: StudyConfig) -> None:
-        self.path, self.study, self.fingerprint = path, study.name, study.fingerprint()
+        self.path, self.study = path, study
+        #: This study's rows; other studies' rows in the same file are counted, not read.
         self.rows: dict[Key, dict[str, Any]] = {}
+        self.other_rows = 0
         if path.is_file():
             self._read()
+
+    def fingerprint(self, method: str) -> str:
+        return self.study.fingerprint(method)
 
     def _read(self) -> None:
         with self.path.open(newline="") as handle:
             for number, row in enumerate(csv.DictReader(handle), start=2):
-                if row.get("fingerprint") != self.fingerprint:
+                if row.get("method") not in self.study.methods:
+                    self.other_rows += 1
+                    continue
+                expected = self.fingerprint(row["method"])
+                if row.get("fingerprint") != expected:
                     raise QtuneError(
                         f"{self.path} line {number} was written by a different study config "
-                        f"(fingerprint {row.get('fingerprint')!r}, this config's is "
-                        f"{self.fingerprint!r}: another training budget or method set). Give "
-                        "this study another `output`, or move the old file away."
+                        f"(fingerprint {row.get('fingerprint')!r}; {row['method']} in this "
+                        f"config has {expected!r}: another training budget or method "
+                        "setting). Give this study another `output`, or move the old file away."
                     )
                 try:
                     parsed = {**row, "lr": float(row["lr"]), "seed": int(row["seed"]),
@@ -106,7 +115,7 @@ class StudyRunner:
     def run(self) -> ResultsFile:
         from tqdm.auto import tqdm
 
-        done = sum(1 for key in self.results.rows if key[0] in self.study.tasks)
+        done = sum(1 for key in self.results.rows if key[0] in self.study.tasks)  # own methods
         self.bar = tqdm(total=max(self.planned(), done), initial=done, unit="run",
                         desc=f"study {self.study.name}", disable=not self.progress,
                         dynamic_ncols=True, position=1)
@@ -154,7 +163,8 @@ class StudyRunner:
         self.bar.set_postfix_str(f"{task} {method} lr {lr:g} seed {seed}")
         metrics = self.train(config)
         self.results.append({
-            "study": self.study.name, "fingerprint": self.results.fingerprint, "task": task,
+            "study": self.study.name, "fingerprint": self.results.fingerprint(method),
+            "task": task,
             "method": method, "trainable_params": metrics["trainable_parameters"], "lr": lr,
             "seed": seed, "steps": metrics["steps"],
             "train_loss": metrics["final_train_loss_mean10"],

@@ -88,19 +88,25 @@ class SimulatedKill(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["lora", "qwth"])
+#: Resumable runs: both served methods, QTHA, and QWTH with its own rate per part (three
+#: optimizer groups) and a non-zero start (frozen initial factors).
+RESUMABLE = {"lora": {}, "qwth": {}, "qtha": {"method": "qtha", "r": 8},
+             "qwth-designs": {"method": "qwth", "lr_scale_quantum": 10.0, "init": "nonzero",
+                              "readout": "expval"}}
+
+
+@pytest.mark.parametrize("method", sorted(RESUMABLE))
 def test_resume_after_a_kill_repeats_the_uninterrupted_run(method, tiny_model_dir, tmp_path):
-    lr = 3e-2 if method == "qwth" else 1e-2
-    whole = tiny_config(tiny_model_dir, tmp_path / "whole", method=method, lr=lr,
-                        max_train_examples=None)
+    lr = 1e-2 if method == "lora" else 3e-2
+    settings = {"method": method, "lr": lr, "max_train_examples": None, **RESUMABLE[method]}
+    whole = tiny_config(tiny_model_dir, tmp_path / "whole", **settings)
     train(whole)
 
     def kill_after_step_3(step: int, row: dict, model: torch.nn.Module) -> None:
         if step == 3:
             raise SimulatedKill
 
-    broken = tiny_config(tiny_model_dir, tmp_path / "broken", method=method, lr=lr,
-                         max_train_examples=None)
+    broken = tiny_config(tiny_model_dir, tmp_path / "broken", **settings)
     with pytest.raises(SimulatedKill):
         train(broken, on_step=kill_after_step_3)
     assert torch.load(checkpoint_path(tmp_path / "broken"), weights_only=False)["step"] == 2
@@ -108,8 +114,9 @@ def test_resume_after_a_kill_repeats_the_uninterrupted_run(method, tiny_model_di
     train(broken)
 
     assert losses(read_log(tmp_path / "broken")) == losses(read_log(tmp_path / "whole"))
-    first = load_file(tmp_path / "whole" / "adapter_model.safetensors")
-    second = load_file(tmp_path / "broken" / "adapter_model.safetensors")
+    weights = "qtha/qtha_model.safetensors" if method == "qtha" else "adapter_model.safetensors"
+    first = load_file(tmp_path / "whole" / weights)
+    second = load_file(tmp_path / "broken" / weights)
     assert first.keys() == second.keys()
     for key in first:
         assert torch.equal(first[key], second[key]), key

@@ -118,7 +118,7 @@ def test_a_small_held_out_set_and_run_keys_in_train_are_refused(tmp_path):
 def test_runs_from_another_study_config_are_refused(tmp_path):
     study = tiny_study(Path("/m"), tmp_path)
     results = ResultsFile(tmp_path / "runs.csv", study)
-    results.append({"study": "tiny", "fingerprint": results.fingerprint, "task": "math",
+    results.append({"study": "tiny", "fingerprint": results.fingerprint("lora"), "task": "math",
                     "method": "lora", "trainable_params": 10, "lr": 1e-3, "seed": 0,
                     "steps": 2, "train_loss": 1.0, "heldout_loss": 2.0, "seconds": 1,
                     "phase": "sweep"})
@@ -126,6 +126,54 @@ def test_runs_from_another_study_config_are_refused(tmp_path):
     other = tiny_study(Path("/m"), tmp_path, train={**study.train, "steps": 3})
     with pytest.raises(QtuneError, match="different study config.*another `output`"):
         ResultsFile(tmp_path / "runs.csv", other)
+
+
+def test_studies_share_runs_csv_and_reuse_the_runs_of_the_methods_they_share(tmp_path):
+    circuit = tiny_study(Path("/m"), tmp_path)
+    results = ResultsFile(tmp_path / "runs.csv", circuit)
+    for method in ("lora", "qwth-none"):
+        results.append({"study": "tiny", "fingerprint": results.fingerprint(method),
+                        "task": "math", "method": method, "trainable_params": 10, "lr": 1e-3,
+                        "seed": 0, "steps": 2, "train_loss": 1.0, "heldout_loss": 2.0,
+                        "seconds": 1, "phase": "sweep"})
+    designs = tiny_study(Path("/m"), tmp_path, name="designs", methods=["lora", "qtha"],
+                         learning_rates={"lora": [1e-3, 1e-2], "qtha": [1e-3, 1e-2]})
+    shared = ResultsFile(tmp_path / "runs.csv", designs)
+    assert list(shared.rows) == [("math", "lora", "1e-03", 0)] and shared.other_rows == 1
+    assert designs.fingerprint("lora") == circuit.fingerprint("lora")
+    assert designs.fingerprint("qtha") != designs.fingerprint("lora")
+
+
+def test_a_study_extends_another_and_names_its_own_report(tmp_path):
+    (tmp_path / "base.toml").write_text(
+        'tasks = ["math"]\nmethods = ["lora", "qwth"]\noutput = "out"\n'
+        "[learning_rates]\nlora = [1e-3, 1e-2]\nqwth = [1e-3, 1e-2]\n"
+        "[train]\nsteps = 2\nbatch_size = 4\neval_batches = 32\n")
+    (tmp_path / "child.toml").write_text(
+        'extends = "base.toml"\nmethods = ["lora", "qwth", "qtha"]\ncompare_to = ["lora"]\n'
+        'report = "docs/child.md"\n[learning_rates]\nqtha = [1e-3, 3e-3]\n')
+    child = StudyConfig.from_toml(tmp_path / "child.toml")
+    assert child.name == "child" and child.train["steps"] == 2 and child.output == "out"
+    assert child.learning_rates == {"lora": [1e-3, 1e-2], "qwth": [1e-3, 1e-2],
+                                    "qtha": [1e-3, 3e-3]}
+    assert child.report_path.name == "child.md"
+    from qtune.study.report import questions
+
+    assert [q[:2] for q in questions(child)] == [("qwth", "lora"), ("qtha", "lora")]
+    with pytest.raises(QtuneError, match="compare_to names 'dora'"):
+        StudyConfig(**{**child.__dict__, "compare_to": ["dora"]}).validate()
+
+
+def test_the_shipped_designs_study_is_valid_and_shares_the_circuit_study_budget():
+    root = Path(__file__).resolve().parent.parent / "studies"
+    designs = StudyConfig.from_toml(root / "designs.toml")
+    circuit = StudyConfig.from_toml(root / "circuit.toml")
+    assert {"qtha", "qwth-expval", "qwth-layer", "qwth-nonzero", "qwth-lr-split"} <= set(
+        designs.methods)
+    assert designs.fingerprint("lora") == circuit.fingerprint("lora")
+    assert designs.report_path != circuit.report_path
+    for method in designs.methods:  # every design's run config is valid before any run
+        designs.run_config("math", method, 1e-3, 0, Path("/tmp/x")).validate()
 
 
 def test_a_sweep_is_extended_beyond_the_edge_its_best_rate_sits_at():

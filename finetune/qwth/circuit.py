@@ -1,5 +1,5 @@
-"""The quantum branch of QWTH: one parameterised circuit whose basis-state probabilities
-weight every tensor-train bond of the adapter.
+"""The quantum branch of QWTH: one parameterised circuit (or one per adapted layer) whose
+basis-state probabilities, or Pauli expectation values, weight the tensor-train bonds.
 
 Circuit: a Hadamard on every qubit, then ``circuit_layers`` of
 ``qml.StronglyEntanglingLayers`` with trainable angles theta; all 2^n probabilities
@@ -14,6 +14,12 @@ so :class:`_AdjointProbabilities` runs the probabilities forward and, in backwar
 adjoint-differentiated QNode measuring ``expval(SparseHamiltonian(diag(g)))``. On
 ``default.qubit`` the torch interface backpropagates directly; with shots (sampled,
 hardware-like probabilities) parameter-shift is used.
+
+Expectation-value readout. <Z_i> and <Z_i Z_j> are linear in p (``expval_matrix``: v = M p),
+so their vector-Jacobian product is the same single adjoint run with diag(M^T g).
+
+Per-layer circuits. G small circuits are one broadcast execution on default.qubit
+(``BroadcastCircuits``): Lightning would run them one by one.
 """
 
 from __future__ import annotations
@@ -193,12 +199,55 @@ class CircuitRunner:
         return probs.to(theta.dtype)
 
 
+def expval_matrix(n_qubits: int) -> torch.Tensor:
+    """M with <Z_i> and <Z_i Z_j> (i < j) = M p for basis-state probabilities p.
+
+    Rows: the n single-qubit values, then the n(n-1)/2 pairs; z_i(b) = 1 - 2 b_i with
+    wire 0 the most significant bit of the basis index (PennyLane's order)."""
+    index = torch.arange(2**n_qubits)
+    bits = torch.stack([(index >> (n_qubits - 1 - wire)) & 1 for wire in range(n_qubits)])
+    z = 1.0 - 2.0 * bits.to(torch.float64)
+    pairs = [z[i] * z[j] for i in range(n_qubits) for j in range(i + 1, n_qubits)]
+    return torch.cat([z, torch.stack(pairs)]) if pairs else z
+
+
+def readout_size(n_qubits: int, readout: str) -> int:
+    """How many values one circuit hands the bonds."""
+    return n_qubits * (n_qubits + 1) // 2 if readout == "expval" else 2**n_qubits
+
+
+class BroadcastCircuits:
+    """G independent small circuits (same shape, own angles) as ONE broadcast execution on
+    default.qubit, differentiated by backprop: per-layer circuits cost one call, not G."""
+
+    def __init__(self, n_qubits: int) -> None:
+        import pennylane as qml
+
+        self.n_qubits = n_qubits
+        device = _make_device("default.qubit", n_qubits)
+
+        def probs_circuit(theta):
+            _apply_circuit(theta, n_qubits)
+            return qml.probs(wires=range(n_qubits))
+
+        self.qnode = qml.QNode(probs_circuit, device, interface="torch", diff_method="backprop")
+
+    def probabilities(self, theta: torch.Tensor) -> torch.Tensor:
+        """theta (G, layers, n, 3) -> probabilities (G, 2^n)."""
+        return self.qnode(theta.to(torch.float64)).to(theta.dtype)
+
+
 class QuantumWeights(nn.Module):
-    """Trainable circuit angles theta -> centred probabilities q = 2^n p(theta) - 1."""
+    """Trainable circuit angles theta -> the values that weight the bonds: centred
+    probabilities 2^n p(theta) - 1, or Pauli expectation values (``readout``).
+
+    ``n_circuits`` > 1 gives every adapted layer its own circuit (a broadcast batch);
+    forward then returns the G circuits' values one after another (G * size)."""
 
     def __init__(
         self, n_qubits: int, circuit_layers: int, device: str = "lightning.qubit",
         diff_method: str = "auto", shots: int | None = None, seed: int = 0,
+        readout: str = "probs", n_circuits: int = 1,
     ) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
@@ -206,14 +255,27 @@ class QuantumWeights(nn.Module):
         # carries structure and nonzero gradients from the first step; theta = 0 would
         # leave the state |+>^n (q = 0), a stationary point.
         shape = (circuit_layers, n_qubits, 3)
+        if n_circuits > 1:
+            shape = (n_circuits, *shape)
         self.theta = nn.Parameter(torch.rand(shape, generator=generator) * 2 * math.pi)
         self.n_qubits = n_qubits
-        self.runner = CircuitRunner(n_qubits, device, diff_method, shots)
+        self.readout = readout
+        self.n_circuits = n_circuits
+        if n_circuits > 1:
+            self.runner: CircuitRunner | BroadcastCircuits = BroadcastCircuits(n_qubits)
+        else:
+            self.runner = CircuitRunner(n_qubits, device, diff_method, shots)
+        if readout == "expval":
+            self.register_buffer("readout_matrix", expval_matrix(n_qubits), persistent=False)
 
     @property
     def size(self) -> int:
-        return 2**self.n_qubits
+        """Values per circuit."""
+        return readout_size(self.n_qubits, self.readout)
 
     def forward(self) -> torch.Tensor:
         probs = self.runner.probabilities(self.theta)
-        return probs * self.size - 1.0
+        if self.readout == "expval":
+            values = probs.to(torch.float64) @ self.readout_matrix.t()
+            return values.to(probs.dtype).reshape(-1)
+        return (probs * 2**self.n_qubits - 1.0).reshape(-1)

@@ -22,6 +22,16 @@ MAX_QUBITS = 24
 #: fixed, "vector" a trainable classical vector of the circuit's 2^n outputs (softmax,
 #: centred like the circuit's probabilities), "none" nothing (the plain tensor-train adapter).
 QUANTUM_BRANCHES = ("circuit", "frozen", "vector", "none")
+#: What the circuit hands the bonds: "probs" the 2^n centred probabilities 2^n p - 1;
+#: "expval" the n(n+1)/2 Pauli expectation values <Z_i> and <Z_i Z_j> (already centred).
+READOUTS = ("probs", "expval")
+#: How many circuits: "model" one for every bond of the adapter; "layer" one small circuit
+#: per adapted layer (its own angles), simulated as one broadcast batch.
+CIRCUIT_SCOPES = ("model", "layer")
+#: Where the update starts: "zero" (B = 0, as LoRA); "nonzero" (QuanTA's way: every core
+#: random, the frozen initial update subtracted, so the update is 0 at step 0 yet every
+#: core gets a gradient from step 1; exported as a LoRA of rank 2r).
+INITS = ("zero", "nonzero")
 
 
 @dataclass
@@ -38,6 +48,10 @@ class QWTHConfig:
         exact probabilities, an int sampled ones, differentiated by parameter shift).
     fusion_init: initial (lambda_classical, lambda_quantum) of every adapted layer.
     quantum: the quantum branch, one of QUANTUM_BRANCHES (controls for the study).
+    readout, circuit_scope, init: the designs of READOUTS, CIRCUIT_SCOPES and INITS.
+    lr_scale_fusion, lr_scale_quantum: the learning rates of the fusion scalars and of the
+        quantum branch (circuit angles or control vector) as multiples of the run's rate;
+        the tensor-train cores train at the run's rate.
     seed: seeds the initial cores and circuit angles (a training run sets it to its own seed).
     """
 
@@ -53,6 +67,11 @@ class QWTHConfig:
     shots: int | None = None
     fusion_init: tuple[float, float] = field(default=(1.0, 0.1))
     quantum: str = "circuit"
+    readout: str = "probs"
+    circuit_scope: str = "model"
+    init: str = "zero"
+    lr_scale_fusion: float = 1.0
+    lr_scale_quantum: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -65,6 +84,11 @@ class QWTHConfig:
     @property
     def scaling(self) -> float:
         return self.lora_alpha / self.r
+
+    @property
+    def export_rank(self) -> int:
+        """Rank of the exported LoRA: r, or 2r after a non-zero start ([A; A0], [B, -B0])."""
+        return 2 * self.r if self.init == "nonzero" else self.r
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -119,6 +143,27 @@ class QWTHConfig:
             raise QtuneError(
                 f"quantum {self.quantum!r} is not one of {', '.join(QUANTUM_BRANCHES)}"
             )
+        for name, allowed in (("readout", READOUTS), ("circuit_scope", CIRCUIT_SCOPES),
+                              ("init", INITS)):
+            if getattr(self, name) not in allowed:
+                raise QtuneError(f"{name} {getattr(self, name)!r} is not one of "
+                                 f"{', '.join(allowed)}")
+        if self.init == "nonzero" and 2 * self.r not in VLLM_LORA_RANKS:
+            raise QtuneError(f"init 'nonzero' exports a LoRA of rank 2r = {2 * self.r}, which "
+                             f"vLLM does not serve (ranks {VLLM_LORA_RANKS}): lower r")
+        if self.circuit_scope == "layer" and (self.shots is not None
+                                              or self.device != "default.qubit"):
+            raise QtuneError("circuit_scope 'layer' runs its circuits as one broadcast batch "
+                             "on default.qubit with exact probabilities: set "
+                             "device = \"default.qubit\" and shots = None")
+        if self.quantum == "vector" and (self.readout, self.circuit_scope) != ("probs", "model"):
+            raise QtuneError("quantum 'vector' stands in for one circuit's probabilities: use "
+                             "readout 'probs' and circuit_scope 'model'")
+        for name in ("lr_scale_fusion", "lr_scale_quantum"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value <= 1000):
+                raise QtuneError(f"{name} must be a multiple of the learning rate in (0, 1000], "
+                                 f"got {value!r}")
         if len(self.fusion_init) != 2:
             raise QtuneError(f"fusion_init must be (lambda_c, lambda_q), got {self.fusion_init}")
         if check_device and self.quantum != "none":

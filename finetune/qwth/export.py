@@ -6,7 +6,8 @@ Two on-disk forms:
   and ``qwth_metadata.json`` (base model name, hidden sizes, adapted module shapes);
 - PEFT LoRA (``export_peft``): ``adapter_config.json`` + ``adapter_model.safetensors`` with
   PEFT's key names, so transformers+PEFT and vLLM load it as an ordinary LoRA. The export
-  is exact: A and B are the matrices the adapter itself uses (ΔW = alpha/r · B A).
+  is exact: A and B are the matrices the adapter itself uses (ΔW = alpha/r · B A; after a
+  non-zero start, [A; A0] and [B, -B0] at rank 2r and alpha 2·alpha).
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def export_peft(model: QWTHModel, folder: str | Path, base_model_name_or_path: s
     # Every adapted module must be matched by the exported targets, and no other one.
     assert all(matches_target(name, targets) for name in model.adapted)
     lora_config = LoraConfig(
-        r=model.config.r, lora_alpha=model.config.lora_alpha, target_modules=targets,
+        r=model.export_rank, lora_alpha=model.export_alpha, target_modules=targets,
         lora_dropout=0.0, bias="none", fan_in_fan_out=False, use_rslora=False,
         modules_to_save=None, task_type="CAUSAL_LM", inference_mode=True,
         base_model_name_or_path=base_model_name_or_path,

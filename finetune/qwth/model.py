@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import torch
-from qtune.finetune.qwth.circuit import QuantumWeights
+from qtune.finetune.qwth.circuit import QuantumWeights, readout_size
 from qtune.finetune.qwth.config import QWTHConfig
 from qtune.finetune.qwth.layer import QWTHLinear, TTFactor
 from qtune.finetune.qwth.tensor import tt_matrices_batched, tt_matrix_shape, tt_parameter_count
@@ -34,10 +34,12 @@ def matches_target(module_name: str, targets: Iterable[str]) -> bool:
     return any(module_name == t or module_name.endswith("." + t) for t in targets)
 
 
-def quantum_parameter_count(config: QWTHConfig) -> int:
+def quantum_parameter_count(config: QWTHConfig, n_layers: int = 1) -> int:
     """Trainable parameters of the quantum branch: the circuit's 3 angles per qubit and
-    layer, the control vector's 2^n entries, or none (frozen circuit, no branch)."""
-    return {"circuit": 3 * config.n_qubits * config.circuit_layers,
+    layer (per adapted layer with circuit_scope "layer"), the control vector's 2^n
+    entries, or none (frozen circuit, no branch)."""
+    circuits = n_layers if config.circuit_scope == "layer" else 1
+    return {"circuit": 3 * config.n_qubits * config.circuit_layers * circuits,
             "vector": 2**config.n_qubits}.get(config.quantum, 0)
 
 
@@ -48,7 +50,8 @@ def qwth_parameter_count(
 
     sum_l [cores(A_l: r x d_in) + cores(B_l: d_out x r) + fusion scalars (2; 1 without a
     quantum branch)] + the quantum branch's, where cores(M) = sum_k R_{k-1} m_k n_k R_k."""
-    total = quantum_parameter_count(config)
+    layer_shapes = list(layer_shapes)
+    total = quantum_parameter_count(config, len(layer_shapes))
     for d_in, d_out in layer_shapes:
         total += tt_parameter_count(config.r, d_in, config.n_factors, config.tt_rank)
         total += tt_parameter_count(d_out, config.r, config.n_factors, config.tt_rank)
@@ -89,6 +92,8 @@ class QWTHModel(nn.Module):
         self.quantum_vector: nn.Parameter | None = None
         self._make_quantum_branch(config)
         self._plans = self._plan_bonds()
+        if config.init == "nonzero":
+            self._freeze_initial_update()
         self._cache_key: tuple | None = None
         self._hook = base_model.register_forward_pre_hook(self._refresh_hook)
 
@@ -115,7 +120,8 @@ class QWTHModel(nn.Module):
                 )
             self._warn_if_fewer_cores(name, module, config)
             layer = QWTHLinear(module, config.r, config.scaling, config.n_factors,
-                               config.tt_rank, config.fusion_init, generator)
+                               config.tt_rank, config.fusion_init, generator,
+                               zero_start=config.init == "zero")
             layer.to(module.weight.device)
             parent_name, _, child = name.rpartition(".")
             parent = base_model.get_submodule(parent_name) if parent_name else base_model
@@ -126,8 +132,10 @@ class QWTHModel(nn.Module):
         """The circuit, or the control that replaces it (see QUANTUM_BRANCHES)."""
         if config.quantum == "none":
             return
+        n_circuits = len(self.adapted) if config.circuit_scope == "layer" else 1
         circuit = QuantumWeights(config.n_qubits, config.circuit_layers, config.device,
-                                 config.diff_method, config.shots, seed=config.seed)
+                                 config.diff_method, config.shots, seed=config.seed,
+                                 readout=config.readout, n_circuits=n_circuits)
         if config.quantum == "vector":
             # Start from the circuit's own initial distribution: the same function at
             # step 0, so only what is trainable differs.
@@ -141,7 +149,15 @@ class QWTHModel(nn.Module):
 
     @property
     def quantum_size(self) -> int:
-        return 2**self.config.n_qubits
+        """Values one circuit gives the bonds."""
+        return readout_size(self.config.n_qubits, self.config.readout)
+
+    def _freeze_initial_update(self) -> None:
+        """QuanTA's start: keep the step-0 factors, subtracted from every later update."""
+        with torch.no_grad():
+            matrices = self._build_matrices()
+        for name, layer in self.adapted.items():
+            layer.set_initial_factors(matrices[name]["A"], matrices[name]["B"])
 
     def quantum_values(self) -> torch.Tensor | None:
         """q: the 2^n centred values that weight the bonds (None without a quantum branch)."""
@@ -163,24 +179,31 @@ class QWTHModel(nn.Module):
                             name, rows, cols, len(row_factors), config.n_factors)
 
     def _plan_bonds(self) -> list[_BondPlan]:
-        """Assign consecutive (cyclic) slices of q to every bond, then group by shape."""
+        """Assign consecutive (cyclic) slices of q to every bond, then group by shape.
+
+        One circuit: the slices run over the whole adapter. One circuit per layer: layer
+        l reads only its own circuit's values (offset l * size in the flattened q)."""
         size = self.quantum_size
-        cursor = 0
+        per_layer = self.config.circuit_scope == "layer"
+        cursor, total, most = 0, 0, 0
         groups: dict[tuple, list] = defaultdict(list)
-        for name, layer in self.adapted.items():
+        for number, (name, layer) in enumerate(self.adapted.items()):
+            offset = number * size if per_layer else 0
+            cursor = 0 if per_layer else cursor
             for factor in (layer.qwth_A, layer.qwth_B):
                 indices = []
                 for bond in factor.bond_sizes:
-                    indices.append(torch.arange(cursor, cursor + bond) % size)
+                    indices.append(offset + torch.arange(cursor, cursor + bond) % size)
                     cursor += bond
+                    total += bond
                 groups[factor.signature].append((name, factor, layer, indices))
-        if cursor > size and self.config.quantum != "none":
+            most = max(most, cursor)
+        if most > size and self.config.quantum != "none":
             log.warning(
-                "the adapter has %d bond weights but the %d-qubit circuit gives %d values: "
-                "they are reused cyclically; n_qubits=%d would give each bond its own",
-                cursor, self.config.n_qubits, size, max(1, (cursor - 1).bit_length()),
+                "%d bond weights share a circuit whose %s readout gives %d values: they are "
+                "reused cyclically", most, self.config.readout, size,
             )
-        self.n_bond_entries = cursor
+        self.n_bond_entries = total
         plans = []
         for members in groups.values():
             n_bonds = len(members[0][1].bond_sizes)
@@ -260,15 +283,43 @@ class QWTHModel(nn.Module):
     def lora_parameter_count(self) -> int:
         return lora_parameter_count(self.layer_shapes().values(), self.config.r)
 
+    @property
+    def export_rank(self) -> int:
+        return self.config.export_rank
+
+    @property
+    def export_alpha(self) -> float:
+        """alpha of the export, keeping alpha / rank = the adapter's scaling."""
+        return self.config.scaling * self.export_rank
+
     def lora_factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """{module path in the base model: (A [r, in], B [out, r])}, fp32, detached."""
+        """{module path in the base model: (A [rank, in], B [out, rank])}, fp32, detached,
+        with B A = the adapter's own update (minus the initial one after a non-zero start)."""
         with torch.no_grad():
             matrices = self._build_matrices()
-        return {
-            name: (matrices[name]["A"].detach().float().cpu().contiguous(),
-                   matrices[name]["B"].detach().float().cpu().contiguous())
-            for name in self.adapted
-        }
+        factors = {}
+        for name, layer in self.adapted.items():
+            a, b = matrices[name]["A"].detach().float(), matrices[name]["B"].detach().float()
+            if layer.starts_nonzero:
+                a = torch.cat([a, layer.initial_A.float()], dim=0)
+                b = torch.cat([b, -layer.initial_B.float()], dim=1)
+            factors[name] = (a.cpu().contiguous(), b.cpu().contiguous())
+        return factors
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """AdamW groups: the cores at ``lr``, the fusion scalars and the quantum branch at
+        their configured multiples (one group when both multiples are 1, as before)."""
+        scales = {"fusion": self.config.lr_scale_fusion, "quantum": self.config.lr_scale_quantum}
+        trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        if all(scale == 1.0 for scale in scales.values()):  # the order resumes rely on
+            return [{"params": [p for _, p in trainable], "lr": lr}]
+        groups: dict[str, list[nn.Parameter]] = {"cores": [], "fusion": [], "quantum": []}
+        for name, parameter in trainable:
+            kind = ("fusion" if name.endswith(".fusion") else
+                    "quantum" if name.startswith(("circuit.", "quantum_vector")) else "cores")
+            groups[kind].append(parameter)
+        return [{"params": members, "lr": lr * scales.get(kind, 1.0), "name": kind}
+                for kind, members in groups.items() if members]
 
     def compact_state_dict(self) -> dict[str, torch.Tensor]:
         """The trainable tensors only: circuit angles, cores, fusion scalars."""

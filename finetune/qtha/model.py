@@ -1,0 +1,177 @@
+"""``QTHAModel``: the seed paper's per-token quantum tensor hybrid adapter (QTHA).
+
+In every adapted linear layer, for every token x:
+
+    h = A x                                  tensor-train down-projection, A: (r, d_in)
+    z = W_q VQC(h) + W_c h                   circuit on r qubits (see circuit.py) + classical
+                                             branch, fused by trainable r x r matrices
+    y = base(x) + (alpha / r) B z            tensor-train up-projection, B: (d_out, r)
+
+B's last core starts at zero, so the model starts as the base model. The circuit's output
+depends on the token, so the update is not a fixed matrix: QTHA cannot be merged into the
+base weights nor exported as a LoRA, and vLLM cannot serve it without a model plugin
+(docs/method.md). It is trained and evaluated in process.
+
+Differences from the paper's code (QLLM-peft), kept because they are forced by size: its
+tensor-train layers map d_in to a width of 256 and then a dense layer to r; at SmolLM2's
+d = 576 that dense layer alone would cost more than the whole budget, so the tensor train
+maps straight to r here (as QWTH's A and B do).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from qtune.finetune.qtha import MAX_QTHA_RANK
+from qtune.finetune.qtha.circuit import qtha_expvals
+from qtune.finetune.qwth.config import QWTHConfig
+from qtune.finetune.qwth.layer import TTFactor
+from qtune.finetune.qwth.model import matches_target
+from qtune.finetune.qwth.tensor import tt_matrices_batched
+from torch import nn
+
+from qtune.errors import QtuneError
+
+CONFIG_FILE = "qtha_config.json"
+WEIGHTS_FILE = "qtha_model.safetensors"
+
+
+def _dense(factor: TTFactor) -> torch.Tensor:
+    """The factor's matrix from its cores (unweighted bonds)."""
+    return tt_matrices_batched([core[None] for core in factor.cores])[0]
+
+
+class QTHALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus QTHA's per-token quantum-classical low-rank update."""
+
+    def __init__(self, base_layer: nn.Linear, config: QWTHConfig,
+                 generator: torch.Generator) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+        r = config.r
+        self.r, self.scaling = r, config.scaling
+        a_std = 1.0 / math.sqrt(3 * self.in_features)
+        self.qtha_A = TTFactor(r, self.in_features, config.n_factors, config.tt_rank, a_std,
+                               False, generator)
+        self.qtha_B = TTFactor(self.out_features, r, config.n_factors, config.tt_rank, 0.0,
+                               True, generator)
+        bound = 1.0 / math.sqrt(r)  # kaiming-uniform(a=sqrt(5)) of an r x r layer
+        self.fusion_quantum = nn.Parameter((torch.rand(r, r, generator=generator) * 2 - 1) * bound)
+        self.fusion_classical = nn.Parameter(
+            (torch.rand(r, r, generator=generator) * 2 - 1) * bound)
+        # (phi1, theta1, phi2, theta2) per circuit layer, uniform angles as QWTH's.
+        self.circuit_weights = nn.Parameter(
+            torch.rand(config.circuit_layers, 4, r, generator=generator) * 2 * math.pi)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        result = self.base_layer(x, *args, **kwargs)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            tokens = x.reshape(-1, self.in_features).float()
+            hidden = tokens @ _dense(self.qtha_A).t()
+            quantum = qtha_expvals(hidden, self.circuit_weights)
+            fused = quantum @ self.fusion_quantum.t() + hidden @ self.fusion_classical.t()
+            update = (fused @ _dense(self.qtha_B).t()) * self.scaling
+        return result + update.reshape(*x.shape[:-1], self.out_features).to(result.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, qubits=r={self.r}"
+
+
+class QTHAModel(nn.Module):
+    """A frozen base model with QTHA adapters on its target linear layers."""
+
+    def __init__(self, base_model: nn.Module, config: QWTHConfig) -> None:
+        super().__init__()
+        validate_qtha(config)
+        self.config = config
+        self.base_model = base_model
+        for parameter in base_model.parameters():
+            parameter.requires_grad_(False)
+        generator = torch.Generator().manual_seed(config.seed)
+        self.adapted: dict[str, QTHALinear] = {}
+        for name, module in list(base_model.named_modules()):
+            if name and matches_target(name, config.target_modules):
+                if not isinstance(module, nn.Linear):
+                    raise QtuneError(f"target {name!r} is a {type(module).__name__}; QTHA "
+                                     "adapts nn.Linear only")
+                layer = QTHALinear(module, config, generator).to(module.weight.device)
+                parent_name, _, child = name.rpartition(".")
+                parent = base_model.get_submodule(parent_name) if parent_name else base_model
+                setattr(parent, child, layer)
+                self.adapted[name] = layer
+        if not self.adapted:
+            raise QtuneError(f"no module matched target_modules {list(config.target_modules)}")
+
+    def forward(self, *args, **kwargs):
+        return self.base_model(*args, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        return self.base_model.generate(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_model":
+                raise
+            return getattr(self.base_model, name)
+
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """One AdamW group (QTHA's designs tune one rate)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def compact_state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().cpu().contiguous().clone()
+                for name, p in self.named_parameters() if p.requires_grad}
+
+
+def validate_qtha(config: QWTHConfig) -> None:
+    """QWTH's checks (rank, cores, targets) plus QTHA's bound on the qubit count."""
+    config.validate(check_device=False)
+    if not 1 <= config.r <= MAX_QTHA_RANK:
+        raise QtuneError(f"QTHA simulates r = {config.r} qubits per token; use a rank of at "
+                         f"most {MAX_QTHA_RANK} (the state has 2^r amplitudes per token)")
+
+
+def get_qtha_model(base_model: nn.Module, config: QWTHConfig) -> QTHAModel:
+    """Wrap ``base_model`` (modified in place: targets become QTHALinear layers)."""
+    return QTHAModel(base_model, config)
+
+
+def save_qtha(model: QTHAModel, folder: str | Path) -> Path:
+    """The trained tensors and the config (QTHA has no PEFT form)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    save_file(model.compact_state_dict(), str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    return folder
+
+
+def load_qtha(base_model: nn.Module, folder: str | Path) -> QTHAModel:
+    """Rebuild a QTHAModel on ``base_model`` from a ``save_qtha`` folder."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise QtuneError(f"{folder} is not a QTHA adapter folder: {name} is missing")
+    config = QWTHConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+    model = QTHAModel(base_model, config)
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    own = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(own) != set(tensors) or any(own[n].shape != t.shape for n, t in tensors.items()):
+        raise QtuneError(f"{folder} does not fit this base model and config (adapter trained "
+                         "for another base model?)")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            own[name].copy_(tensor)
+    return model
