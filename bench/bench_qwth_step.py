@@ -1,14 +1,18 @@
-"""Training step of a QWTH adapter against a same-rank PEFT LoRA on the embedded model.
+"""Training step (or inference forward) of QWTH, its designs and QTHA against a same-rank
+PEFT LoRA on the embedded model.
 
 Each measurement runs in a fresh process (so each method's peak memory is its own), and the
 methods alternate (qwth, lora, qwth, lora, ...) so that drift in a shared machine's speed
-hits both alike. Each process loads the base model, wraps it, takes one warm-up AdamW step
-and then ``--steps`` timed steps on one fixed random batch, in the precision training uses
-(``auto``: bf16 only where the hardware runs it natively). Reports the median step time,
-training tokens/s, the peak RSS, and the QWTH overhead per step relative to LoRA.
+hits all alike. Each process loads the base model, wraps it exactly as training does (the
+study's method settings, ``qtune.study.config.STUDY_METHODS``), takes one warm-up AdamW
+step and then ``--steps`` timed steps on one fixed random batch, in the precision training
+uses (``auto``: bf16 only where the hardware runs it natively). Reports the median step
+time, tokens/s, the peak RSS, and each method's overhead per step relative to LoRA.
+``--inference`` times a no-grad forward instead (the per-token cost of serving in process).
 
-    python bench/bench_qwth_step.py                      # 4 x 256 tokens, 2 rounds x 3 steps
-    python bench/bench_qwth_step.py --batch 8 --rounds 3 --markdown
+    python bench/bench_qwth_step.py                      # qwth vs lora, 4 x 256 tokens
+    python bench/bench_qwth_step.py --methods qwth qwth-expval qwth-layer qtha lora --markdown
+    python bench/bench_qwth_step.py --methods qtha lora --inference --batch 1
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import subprocess
 import sys
 import time
 
-METHODS = ("qwth", "lora")
+DEFAULT_METHODS = ("qwth", "lora")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,16 +38,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "no"),
                         help="as `qtune finetune --mixed-precision` (default auto)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help="study method names (qtune.study.config.STUDY_METHODS); lora is "
+                        "the reference and is added when missing")
+    parser.add_argument("--inference", action="store_true",
+                        help="time a no-grad forward pass instead of a training step")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    from qtune.study.config import STUDY_METHODS
+
+    unknown = sorted(set(args.methods) - set(STUDY_METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}: choose from {', '.join(STUDY_METHODS)}")
+    if "lora" not in args.methods:
+        args.methods.append("lora")
+    return args
 
 
 def build_model(method: str, precision: str):
-    """The embedded base model with a rank-8 adapter on q_proj, v_proj (the shipped setup)."""
+    """The embedded base model with the method's rank-8 adapter on q_proj, v_proj, built as
+    training builds it."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from qtune.finetune.qwth import QWTHConfig, get_qwth_model
+    from qtune.finetune.config import TrainConfig
+    from qtune.finetune.train import wrap_with_adapter
+    from qtune.study.config import STUDY_METHODS
     from transformers import AutoModelForCausalLM
 
     from qtune.model import prepare_embedded
@@ -51,10 +70,7 @@ def build_model(method: str, precision: str):
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     base = AutoModelForCausalLM.from_pretrained(prepare_embedded(), dtype=dtype)
     base.config.use_cache = False
-    if method == "qwth":
-        return get_qwth_model(base, QWTHConfig())
-    return get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                           task_type="CAUSAL_LM"))
+    return wrap_with_adapter(base, TrainConfig.from_dict(STUDY_METHODS[method]).validate())
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -72,6 +88,11 @@ def worker(args: argparse.Namespace) -> dict:
 
     def step() -> float:
         start = time.perf_counter()
+        if args.inference:
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                 enabled=precision == "bf16"):
+                model(input_ids=ids)
+            return time.perf_counter() - start
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
@@ -89,7 +110,9 @@ def worker(args: argparse.Namespace) -> dict:
 def run_worker(method: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--worker", method, "--batch", str(args.batch),
                "--seq", str(args.seq), "--steps", str(args.steps), "--threads", str(args.threads),
-               "--precision", args.precision]
+               "--precision", args.precision, "--methods", *args.methods]
+    if args.inference:
+        command.append("--inference")
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{method} worker failed:\n{done.stderr[-3000:]}")
@@ -99,7 +122,7 @@ def run_worker(method: str, args: argparse.Namespace) -> dict:
 def summarise(results: list[dict], args: argparse.Namespace) -> dict[str, dict]:
     tokens = args.batch * args.seq
     summary = {}
-    for method in METHODS:
+    for method in args.methods:
         mine = [r for r in results if r["method"] == method]
         times = [t for r in mine for t in r["times"]]
         median = statistics.median(times)
@@ -111,24 +134,26 @@ def summarise(results: list[dict], args: argparse.Namespace) -> dict[str, dict]:
 
 
 def report(summary: dict[str, dict], args: argparse.Namespace) -> str:
-    qwth, lora = summary["qwth"], summary["lora"]
-    overhead = qwth["median_s"] / lora["median_s"] - 1
-    lines = [f"batch {args.batch} x {args.seq} tokens, {args.threads} threads, "
-             f"precision {qwth['precision']}, {args.rounds} alternating processes per method x "
+    lora = summary["lora"]
+    what = "no-grad forward" if args.inference else "training step"
+    lines = [f"{what}, batch {args.batch} x {args.seq} tokens, {args.threads} threads, "
+             f"precision {lora['precision']}, {args.rounds} alternating processes per method x "
              f"{args.steps} timed steps"]
+    for s in summary.values():
+        s["overhead_ms"] = (s["median_s"] - lora["median_s"]) * 1e3
+        s["overhead"] = s["median_s"] / lora["median_s"] - 1
     if args.markdown:
-        lines += ["", "| method | trainable | step median (s) | step min (s) | tokens/s | "
-                      "peak RSS (MiB) | steps |", "|---|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {m} | {s['trainable']:,} | {s['median_s']:.2f} | {s['min_s']:.2f} | "
-                  f"{s['tokens_per_s']:.0f} | {s['peak_rss_mib']:.0f} | {s['n']} |"
-                  for m, s in summary.items()]
+        lines += ["", "| method | trainable | median (s) | min (s) | tokens/s | vs LoRA | "
+                      "peak RSS (MiB) | timings |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {m} | {s['trainable']:,} | {s['median_s']:.3f} | {s['min_s']:.3f} | "
+                  f"{s['tokens_per_s']:.0f} | {s['overhead_ms']:+.0f} ms ({s['overhead']:+.1%}) | "
+                  f"{s['peak_rss_mib']:.0f} | {s['n']} |" for m, s in summary.items()]
         lines.append("")
     else:
-        lines += [f"{m}: {s['trainable']:,} trainable, step {s['median_s']:.3f} s median "
-                  f"({s['min_s']:.3f} min), {s['tokens_per_s']:.0f} tokens/s, peak RSS "
+        lines += [f"{m}: {s['trainable']:,} trainable, {s['median_s']:.3f} s median "
+                  f"({s['min_s']:.3f} min), {s['tokens_per_s']:.0f} tokens/s, "
+                  f"{s['overhead_ms']:+.0f} ms ({s['overhead']:+.1%}) vs LoRA, peak RSS "
                   f"{s['peak_rss_mib']:.0f} MiB" for m, s in summary.items()]
-    lines.append(f"QWTH overhead per step: {(qwth['median_s'] - lora['median_s']) * 1e3:+.0f} ms "
-                 f"({overhead:+.1%} of the LoRA step, medians)")
     return "\n".join(lines)
 
 
@@ -139,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = []
     for round_index in range(args.rounds):
-        for method in METHODS:
+        for method in args.methods:
             print(f"round {round_index + 1}/{args.rounds}: {method}", file=sys.stderr, flush=True)
             results.append(run_worker(method, args))
     print(report(summarise(results, args), args))

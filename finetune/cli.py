@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qtune.finetune.config import MIXED_PRECISION, TrainConfig
+from qtune.finetune.qwth.config import READOUTS
 
 from qtune.config import PROJECT_ROOT
 from qtune.errors import QtuneError
@@ -27,7 +28,8 @@ FLAG_FIELDS = {
     "device": "device", "shots": "shots", "seed": "seed", "output": "output",
     "resume": "resume", "overwrite": "overwrite", "eval_every": "eval_every", "eval_batches": "eval_batches",
     "save_every": "save_every", "max_train_examples": "max_train_examples",
-    "mixed_precision": "mixed_precision",
+    "mixed_precision": "mixed_precision", "readout": "readout", "circuit_scope": "circuit_scope",
+    "init": "init", "lr_scale_fusion": "lr_scale_fusion", "lr_scale_quantum": "lr_scale_quantum",
 }
 
 
@@ -53,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     add("--config", type=Path, help="TOML file with the run's settings (e.g. configs/math-qwth.toml)")
     add("--task", help="what to learn: " + ", ".join(TASKS) + default(run.task))
-    add("--method", help="qwth (quantum/tensor-network adapter) or lora (PEFT baseline)"
+    add("--method", help="qwth (quantum/tensor-network adapter), lora (PEFT baseline) or "
+        "qtha (the seed paper's per-token adapter: trained in process, not servable as a LoRA)"
         + default(run.method))
     add("--model", help="base model: Hugging Face id or local folder (default: embedded SmolLM2)")
     add("--steps", type=int, help="number of optimizer steps" + default(run.steps))
@@ -80,6 +83,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default.qubit, lightning.gpu or a hardware plugin" + default(adapter.device))
     add("--shots", type=int, help="QWTH: measurement shots for sampling devices (differentiated "
         "by parameter shift; default: exact probabilities)")
+    add("--readout", help=f"QWTH: what the circuit gives the bonds, one of {', '.join(READOUTS)}"
+        + default(adapter.readout))
+    add("--circuit-scope", help="QWTH: one circuit for the model, or one per adapted layer "
+        "(needs --device default.qubit)" + default(adapter.circuit_scope))
+    add("--init", help="QWTH: zero (B = 0, as LoRA) or nonzero (QuanTA's start; exported at "
+        "rank 2r)" + default(adapter.init))
+    add("--lr-scale-fusion", type=float, help="QWTH: fusion scalars' rate as a multiple of --lr"
+        + default(adapter.lr_scale_fusion))
+    add("--lr-scale-quantum", type=float, help="QWTH: circuit angles' rate as a multiple of "
+        "--lr" + default(adapter.lr_scale_quantum))
     add("--seed", type=int, help="seed for initialisation and data order" + default(run.seed))
     add("--output", help="output folder for the adapter, logs and checkpoints "
         "(default: $QTUNE_RUNS_DIR/<task>-<method>)")
