@@ -47,7 +47,7 @@ def perturb(model: QWTHModel, steps: int = 3) -> None:
     """A few AdamW steps on a fixed batch so that every factor is nonzero."""
     torch.manual_seed(1)
     ids = torch.randint(0, model.base_model.config.vocab_size, (2, 10))
-    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
+    optimiser = torch.optim.AdamW(model.parameter_groups(2e-2))
     for _ in range(steps):
         model(input_ids=ids, labels=ids).loss.backward()
         optimiser.step()

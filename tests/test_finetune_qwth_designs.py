@@ -25,6 +25,7 @@ from qtune.finetune.qwth.circuit import (
     _apply_circuit,
     expval_matrix,
 )
+from test_finetune_qwth import perturb
 
 from qtune.errors import QtuneError
 
@@ -40,16 +41,6 @@ DESIGNS = {
 def design_config(design: str, **overrides) -> QWTHConfig:
     values = {"n_qubits": 6, "circuit_layers": 2, **DESIGNS[design], **overrides}
     return QWTHConfig(**values)
-
-
-def train_a_little(model, steps: int = 3) -> None:
-    torch.manual_seed(1)
-    ids = torch.randint(0, model.base_model.config.vocab_size, (2, 10))
-    optimiser = torch.optim.AdamW(model.parameter_groups(2e-2))
-    for _ in range(steps):
-        model(input_ids=ids, labels=ids).loss.backward()
-        optimiser.step()
-        optimiser.zero_grad()
 
 
 @pytest.fixture()
@@ -112,7 +103,7 @@ def test_every_design_exports_exactly_and_reloads(tiny_llama, input_ids, tmp_pat
 
     reference, fresh = copy.deepcopy(tiny_llama), copy.deepcopy(tiny_llama)
     model = get_qwth_model(tiny_llama, design_config(design, seed=3))
-    train_a_little(model)
+    perturb(model)
     export_peft(model, tmp_path / "peft", "tiny-llama")
     lora = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     rank = 16 if design == "nonzero" else 8

@@ -29,8 +29,8 @@ from qtune.finetune.qtha import MAX_QTHA_RANK
 from qtune.finetune.qtha.circuit import qtha_expvals
 from qtune.finetune.qwth.config import QWTHConfig
 from qtune.finetune.qwth.layer import TTFactor
-from qtune.finetune.qwth.model import matches_target
 from qtune.finetune.qwth.tensor import tt_matrices_batched
+from qtune.finetune.wrapped import WrappedModel, replace_module, target_linears
 from torch import nn
 
 from qtune.errors import QtuneError
@@ -81,44 +81,19 @@ class QTHALinear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, qubits=r={self.r}"
 
 
-class QTHAModel(nn.Module):
+class QTHAModel(WrappedModel):
     """A frozen base model with QTHA adapters on its target linear layers."""
 
     def __init__(self, base_model: nn.Module, config: QWTHConfig) -> None:
-        super().__init__()
         validate_qtha(config)
+        super().__init__(base_model)
         self.config = config
-        self.base_model = base_model
-        for parameter in base_model.parameters():
-            parameter.requires_grad_(False)
         generator = torch.Generator().manual_seed(config.seed)
         self.adapted: dict[str, QTHALinear] = {}
-        for name, module in list(base_model.named_modules()):
-            if name and matches_target(name, config.target_modules):
-                if not isinstance(module, nn.Linear):
-                    raise QtuneError(f"target {name!r} is a {type(module).__name__}; QTHA "
-                                     "adapts nn.Linear only")
-                layer = QTHALinear(module, config, generator).to(module.weight.device)
-                parent_name, _, child = name.rpartition(".")
-                parent = base_model.get_submodule(parent_name) if parent_name else base_model
-                setattr(parent, child, layer)
-                self.adapted[name] = layer
-        if not self.adapted:
-            raise QtuneError(f"no module matched target_modules {list(config.target_modules)}")
-
-    def forward(self, *args, **kwargs):
-        return self.base_model(*args, **kwargs)
-
-    def generate(self, *args, **kwargs):
-        return self.base_model.generate(*args, **kwargs)
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base_model":
-                raise
-            return getattr(self.base_model, name)
+        for name, module in target_linears(base_model, config.target_modules, "QTHA"):
+            layer = QTHALinear(module, config, generator).to(module.weight.device)
+            replace_module(base_model, name, layer)
+            self.adapted[name] = layer
 
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 from qtune.finetune.qwth.config import QWTHConfig
-from qtune.finetune.qwth.model import QWTHModel, matches_target
+from qtune.finetune.qwth.model import QWTHModel
+from qtune.finetune.wrapped import matches_target
 from torch import nn
 
 from qtune.adapter_format import (

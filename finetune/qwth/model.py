@@ -22,16 +22,12 @@ from qtune.finetune.qwth.circuit import QuantumWeights, readout_size
 from qtune.finetune.qwth.config import QWTHConfig
 from qtune.finetune.qwth.layer import QWTHLinear, TTFactor
 from qtune.finetune.qwth.tensor import tt_matrices_batched, tt_matrix_shape, tt_parameter_count
+from qtune.finetune.wrapped import WrappedModel, replace_module, target_linears
 from torch import nn
 
 from qtune.errors import QtuneError
 
 log = logging.getLogger(__name__)
-
-
-def matches_target(module_name: str, targets: Iterable[str]) -> bool:
-    """PEFT's rule: the full name equals a target or ends with '.' + target."""
-    return any(module_name == t or module_name.endswith("." + t) for t in targets)
 
 
 def quantum_parameter_count(config: QWTHConfig, n_layers: int = 1) -> int:
@@ -76,16 +72,13 @@ class _BondPlan:
         self.q_index = q_index  # per bond: (G, R_k) long
 
 
-class QWTHModel(nn.Module):
+class QWTHModel(WrappedModel):
     """A frozen base model with QWTH adapters on its target linear layers."""
 
     def __init__(self, base_model: nn.Module, config: QWTHConfig) -> None:
-        super().__init__()
         config.validate()
+        super().__init__(base_model)
         self.config = config
-        self.base_model = base_model
-        for parameter in base_model.parameters():
-            parameter.requires_grad_(False)
         self.adapted: dict[str, QWTHLinear] = {}
         self._inject(base_model, config)
         self.circuit: QuantumWeights | None = None
@@ -102,30 +95,13 @@ class QWTHModel(nn.Module):
         if any(isinstance(m, QWTHLinear) for m in base_model.modules()):
             raise QtuneError("this model already has QWTH layers: start from a fresh base model")
         generator = torch.Generator().manual_seed(config.seed)
-        matched = [
-            (name, module) for name, module in base_model.named_modules()
-            if name and matches_target(name, config.target_modules)
-        ]
-        if not matched:
-            linear = sorted({n.rsplit(".", 1)[-1] for n, m in base_model.named_modules()
-                             if isinstance(m, nn.Linear)})
-            raise QtuneError(
-                f"no module matched target_modules {list(config.target_modules)}; "
-                f"linear layers in this model: {linear}"
-            )
-        for name, module in matched:
-            if not isinstance(module, nn.Linear):
-                raise QtuneError(
-                    f"target {name!r} is a {type(module).__name__}; QWTH adapts nn.Linear only"
-                )
+        for name, module in target_linears(base_model, config.target_modules, "QWTH"):
             self._warn_if_fewer_cores(name, module, config)
             layer = QWTHLinear(module, config.r, config.scaling, config.n_factors,
                                config.tt_rank, config.fusion_init, generator,
                                zero_start=config.init == "zero")
             layer.to(module.weight.device)
-            parent_name, _, child = name.rpartition(".")
-            parent = base_model.get_submodule(parent_name) if parent_name else base_model
-            setattr(parent, child, layer)
+            replace_module(base_model, name, layer)
             self.adapted[name] = layer
 
     def _make_quantum_branch(self, config: QWTHConfig) -> None:
@@ -252,22 +228,10 @@ class QWTHModel(nn.Module):
         self.refresh_factors()
         return None
 
-    # -- forward and passthrough ---------------------------------------------------
-    def forward(self, *args, **kwargs):
-        return self.base_model(*args, **kwargs)
-
     def generate(self, *args, **kwargs):
         with torch.no_grad():
             self.refresh_factors()
-        return self.base_model.generate(*args, **kwargs)
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base_model":
-                raise
-            return getattr(self.base_model, name)
+        return super().generate(*args, **kwargs)
 
     # -- counting and export -------------------------------------------------------
     def layer_shapes(self) -> dict[str, tuple[int, int]]:
