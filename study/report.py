@@ -140,7 +140,7 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
         f"run). Each method's rate is the best of its sweep at seed {study.seeds[0]}; "
         f"seeds {', '.join(map(str, study.seeds))} at that rate give the intervals "
         "(Student-t, 95%) and the paired tests (paired by seed).", "",
-        "Methods: " + "; ".join(f"`{m}` ({METHOD_NOTES[m]})" for m in study.methods) + ".",
+        "Methods: " + "; ".join(f"`{m}`, {METHOD_NOTES[m]}" for m in study.methods) + ".",
         "",
     ]
     lines += verdict_section(study, results)
