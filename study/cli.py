@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from runs.csv without training anything")
     parser.add_argument("--report", type=Path, default=None,
-                        help="Markdown report to write (default: <output>/../study.md, "
-                        "docs/study.md for the shipped study)")
+                        help="Markdown report to write (default: the study's `report`, "
+                        "else <output>/../study-<name>.md)")
     parser.set_defaults(func=_study)
 
 

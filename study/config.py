@@ -61,6 +61,9 @@ METHOD_NOTES: dict[str, str] = {
 #: Run settings a study fixes itself (per run) rather than take from [train].
 PER_RUN_KEYS = {"task", "method", "lr", "seed", "output", "resume", "overwrite", "r", "quantum",
                 "readout", "circuit_scope", "init", "lr_scale_fusion", "lr_scale_quantum"}
+#: What a study that ``extends`` another takes from it (its name, methods, report and
+#: questions stay its own).
+INHERITED_SETTINGS = {"tasks", "seeds", "train", "output", "max_extensions", "learning_rates"}
 #: The held-out set must be at least this many examples (eval_batches x batch_size).
 MIN_DEV_EXAMPLES = 128
 
@@ -83,7 +86,8 @@ class StudyConfig:
     max_extensions: int = 2
     #: Another study file (relative to this one) whose settings this one starts from.
     extends: str | None = None
-    #: The report's path (relative: to the project root); default <output>/../study.md.
+    #: The report's path (relative: to the project root); default
+    #: <output>/../study-<name>.md.
     report: str | None = None
     #: The question in the report's title.
     title: str = "does the circuit earn its place?"
@@ -99,7 +103,8 @@ class StudyConfig:
         if values.get("extends"):
             parent = read_toml(path.parent / values["extends"])
             rates = {**parent.get("learning_rates", {}), **values.get("learning_rates", {})}
-            values = {**parent, **values, "learning_rates": rates}
+            inherited = {k: v for k, v in parent.items() if k in INHERITED_SETTINGS}
+            values = {**inherited, **values, "learning_rates": rates}
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
         if unknown:
@@ -155,7 +160,7 @@ class StudyConfig:
     @property
     def report_path(self) -> Path:
         if self.report is None:
-            return self.output_dir.parent / "study.md"
+            return self.output_dir.parent / f"study-{self.name}.md"
         path = Path(self.report)
         return path if path.is_absolute() else PROJECT_ROOT / path
 

@@ -10,7 +10,9 @@ from qtune.study.runner import ResultsFile
 from qtune.study.summary import summarize
 
 COLOURS = {"lora": "tab:blue", "lora-r1": "tab:cyan", "qwth": "tab:red",
-           "qwth-none": "tab:gray", "qwth-vector": "tab:green", "qwth-frozen": "tab:orange"}
+           "qwth-none": "tab:gray", "qwth-vector": "tab:green", "qwth-frozen": "tab:orange",
+           "qwth-expval": "tab:purple", "qwth-layer": "tab:brown", "qwth-nonzero": "tab:pink",
+           "qwth-lr-split": "tab:olive", "qtha": "black"}
 
 
 def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -> Path | None:

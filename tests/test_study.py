@@ -146,7 +146,8 @@ def test_studies_share_runs_csv_and_reuse_the_runs_of_the_methods_they_share(tmp
 
 def test_a_study_extends_another_and_names_its_own_report(tmp_path):
     (tmp_path / "base.toml").write_text(
-        'tasks = ["math"]\nmethods = ["lora", "qwth"]\noutput = "out"\n'
+        'name = "base"\ntasks = ["math"]\nmethods = ["lora", "qwth"]\noutput = "out"\n'
+        'report = "docs/base.md"\ncompare_to = ["qwth"]\n'
         "[learning_rates]\nlora = [1e-3, 1e-2]\nqwth = [1e-3, 1e-2]\n"
         "[train]\nsteps = 2\nbatch_size = 4\neval_batches = 32\n")
     (tmp_path / "child.toml").write_text(
