@@ -22,7 +22,7 @@ TASK_DATA = {
 }
 
 
-def _loss(value: float | None) -> str:
+def format_loss(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
@@ -140,10 +140,10 @@ def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
         "",
         "| | loss |",
         "|---|---|",
-        f"| eval loss before training | {_loss(metrics['initial_eval_loss'])} |",
-        f"| eval loss after training | {_loss(metrics['final_eval_loss'])} |",
-        f"| train loss, last step | {_loss(metrics['final_train_loss'])} |",
-        f"| train loss, mean of last 10 steps | {_loss(metrics['final_train_loss_mean10'])} |",
+        f"| eval loss before training | {format_loss(metrics['initial_eval_loss'])} |",
+        f"| eval loss after training | {format_loss(metrics['final_eval_loss'])} |",
+        f"| train loss, last step | {format_loss(metrics['final_train_loss'])} |",
+        f"| train loss, mean of last 10 steps | {format_loss(metrics['final_train_loss_mean10'])} |",
         "",
         "Curves: `loss.png`; every step: `log.csv`; all numbers: `metrics.json`.",
         "",

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from qtune.finetune.card import format_loss
 from qtune.finetune.config import MIXED_PRECISION, TrainConfig
 from qtune.finetune.qwth.config import READOUTS
 
@@ -178,8 +179,8 @@ def _finetune(args: argparse.Namespace) -> int:
     config = build_config(args)
     metrics = train(config)
     print(f"adapter written to {config.output_dir}")
-    print(f"final eval loss {metrics['final_eval_loss']:.4f} "
-          f"(before training {metrics['initial_eval_loss']:.4f}); "
+    print(f"final eval loss {format_loss(metrics['final_eval_loss'])} "
+          f"(before training {format_loss(metrics['initial_eval_loss'])}); "
           f"{metrics['trainable_parameters']:,} trainable parameters")
     return 0
 
@@ -211,8 +212,8 @@ def _finetune_shipped(args: argparse.Namespace) -> int:
         metrics = train(config)
         summary.append((name, metrics, time.perf_counter() - started))
     for name, metrics, seconds in summary:
-        print(f"{name}: eval loss {metrics['initial_eval_loss']:.4f} -> "
-              f"{metrics['final_eval_loss']:.4f}, train loss (last 10) "
+        print(f"{name}: eval loss {format_loss(metrics['initial_eval_loss'])} -> "
+              f"{format_loss(metrics['final_eval_loss'])}, train loss (last 10) "
               f"{metrics['final_train_loss_mean10']:.4f}, {metrics['trainable_parameters']:,} "
               f"trainable, {seconds / 60:.1f} min")
     return 0

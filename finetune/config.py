@@ -26,7 +26,7 @@ from qtune.vocab import EVAL_SPLITS, TASKS, TRAIN_METHODS
 MIXED_PRECISION = ("auto", "bf16", "no")
 EVAL_POOLS = ("best", "all")
 #: Fields that may change between a run and its resumption without changing its result.
-RESUME_FREE_FIELDS = {"output", "resume", "overwrite", "eval_every", "save_every",
+RESUME_FREE_FIELDS = {"output", "resume", "overwrite", "eval_every", "eval_at_start", "save_every",
                       "keep_checkpoint"}
 #: Adapter fields a run sets itself (QWTH's seed is the run's seed).
 _RUN_OWNED_ADAPTER_FIELDS = {"seed"}
@@ -55,6 +55,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     eval_every: int = 20  # 0: evaluate only at the start and the end
+    #: false: skip the step-0 evaluation (every adapter starts as the base model; a study,
+    #: which compares final losses, saves a held-out pass per run).
+    eval_at_start: bool = True
     eval_batches: int = 4
     #: "best": CounselChat's held-out questions with their most upvoted answer (81);
     #: "all": every answer to them (173), for held-out sets of more than 81 examples.

@@ -40,7 +40,8 @@ def run_metrics(config: TrainConfig, state: RunState, n_trainable: int, lora_ref
         "examples_seen": state.step * config.batch_size * config.grad_accum * world,
         "tokens_seen": state.tokens, "assistant_tokens_seen": state.label_tokens,
         "train_split": "train", "eval_split": config.eval_split,
-        "initial_eval_loss": evals[0]["eval_loss"] if evals else None,
+        "initial_eval_loss": state.history[0]["eval_loss"]
+        if state.history and state.history[0]["step"] == 0 else None,
         "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
         "final_train_loss": trained[-1]["train_loss"] if trained else None,
         "final_train_loss_mean10": sum(tail) / len(tail) if tail else None,

@@ -266,7 +266,8 @@ def _train(config: TrainConfig, output: Path,
             "base_model_name_or_path": base_name, "num_processes": world})
     if state.step == 0 and not state.history:
         state.history.append({"step": 0, "train_loss": None, "lr": None, "seconds": 0.0,
-                              "eval_loss": evaluate(model, held_out, accelerator)})
+                              "eval_loss": evaluate(model, held_out, accelerator)
+                              if config.eval_at_start else None})
     progress = tqdm(total=config.steps, initial=state.step, disable=not is_main,
                     desc=f"{config.task}-{config.method}", dynamic_ncols=True)
     started = time.perf_counter() - state.elapsed

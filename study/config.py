@@ -60,7 +60,8 @@ METHOD_NOTES: dict[str, str] = {
 }
 #: Run settings a study fixes itself (per run) rather than take from [train].
 PER_RUN_KEYS = {"task", "method", "lr", "seed", "output", "resume", "overwrite", "r", "quantum",
-                "readout", "circuit_scope", "init", "lr_scale_fusion", "lr_scale_quantum"}
+                "readout", "circuit_scope", "init", "lr_scale_fusion", "lr_scale_quantum",
+                "eval_at_start"}
 #: What a study that ``extends`` another takes from it (its name, methods, report and
 #: questions stay its own).
 INHERITED_SETTINGS = {"tasks", "seeds", "train", "output", "max_extensions", "learning_rates"}
@@ -148,8 +149,10 @@ class StudyConfig:
     def run_config(self, task: str, method: str, lr: float, seed: int,
                    output: Path) -> TrainConfig:
         """The fine-tuning run of one grid cell (validated)."""
+        # No step-0 evaluation: every adapter starts as the base model, and the study
+        # compares final losses (one held-out pass saved per run).
         values = {**self.train, **STUDY_METHODS[method], "task": task, "lr": lr,
-                  "seed": seed, "output": str(output)}
+                  "seed": seed, "output": str(output), "eval_at_start": False}
         return TrainConfig.from_dict(values).validate()
 
     @property

@@ -379,3 +379,14 @@ def test_an_output_folder_made_unwritable_mid_run(tiny_model_dir, tmp_path):
         train(tiny_config(tiny_model_dir, output, method="lora"),
               on_step=block_writes_after_step_2)
     assert checkpoint_path(output).is_file()
+
+
+def test_a_run_without_the_step_zero_evaluation_still_ends_with_one(tiny_model_dir, tmp_path):
+    metrics = train(tiny_config(tiny_model_dir, tmp_path, method="lora", eval_every=0,
+                                eval_at_start=False))
+    rows = read_log(tmp_path)
+    assert rows[0]["step"] == 0 and rows[0]["eval_loss"] is None
+    assert [r["step"] for r in rows if r["eval_loss"] is not None] == [6]
+    assert metrics["initial_eval_loss"] is None
+    assert metrics["final_eval_loss"] == rows[-1]["eval_loss"]
+    assert "| eval loss before training | n/a |" in (tmp_path / "README.md").read_text()

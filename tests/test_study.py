@@ -77,7 +77,7 @@ def test_a_resumed_study_skips_finished_runs_and_gives_the_same_rows(tiny_model_
                  "--report", str(report)]) == 0
     text = report.read_text()
     assert "| lora |" in text and "| qwth-none |" in text and "incomplete" not in text
-    assert (tmp_path / "broken" / "math.png").stat().st_size > 1000
+    assert (tmp_path / "broken" / "tiny-math.png").stat().st_size > 1000
 
 
 def write_toml(study: StudyConfig, folder: Path) -> Path:
