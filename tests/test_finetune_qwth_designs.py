@@ -25,6 +25,7 @@ from qtune.finetune.qwth.circuit import (
     _apply_circuit,
     expval_matrix,
 )
+from qtune.finetune.qwth.cores import circuit_unitaries
 from test_finetune_qwth import perturb
 
 from qtune.errors import QtuneError
@@ -35,6 +36,7 @@ DESIGNS = {
     "layer": dict(circuit_scope="layer", device="default.qubit", n_qubits=4),
     "nonzero": dict(init="nonzero"),
     "lr-groups": dict(lr_scale_fusion=10.0, lr_scale_quantum=30.0),
+    "cores": dict(core_circuit=True),
 }
 
 
@@ -94,6 +96,41 @@ def test_broadcast_circuits_equal_each_circuit_run_alone():
         (probs * upstream[index]).sum().backward()
         torch.testing.assert_close(batched[index].detach(), probs.detach(), rtol=0, atol=1e-10)
         torch.testing.assert_close(theta.grad[index], single.grad, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_qubits", [1, 2, 3, 5])
+def test_circuit_cores_are_blocks_of_the_circuit_unitary_pennylane_computes(n_qubits):
+    angles = torch.rand(3, 2, n_qubits, generator=torch.Generator().manual_seed(n_qubits),
+                        dtype=torch.float64)
+    ring = range(n_qubits) if n_qubits > 2 else range(n_qubits - 1)
+
+    def circuit(layers):
+        for layer in layers:
+            for wire in range(n_qubits):
+                qml.RY(layer[wire], wires=wire)
+            for wire in ring:
+                qml.CZ(wires=[wire, (wire + 1) % n_qubits])
+
+    ours = circuit_unitaries(angles)
+    for index in range(3):
+        reference = torch.as_tensor(qml.matrix(circuit, wire_order=range(n_qubits))(
+            angles[index]))
+        torch.testing.assert_close(ours[index], reference.real, rtol=0, atol=1e-12)
+    assert torch.allclose(ours @ ours.transpose(1, 2), torch.eye(2**n_qubits, dtype=torch.float64))
+
+
+def test_circuit_cores_replace_the_middle_core_and_train(tiny_llama):
+    model = get_qwth_model(tiny_llama, design_config("cores"))
+    layer = next(iter(model.adapted.values()))
+    factor = layer.qwth_A  # 8 x 64: cores (2,2,2) x (4,4,4), the middle one (4, 2, 4, 4)
+    assert factor.circuit_index == 1 and len(factor.cores) == 2
+    assert factor.core_angles.shape == (2, 4)  # 2 circuit layers, 4 qubits cover 8 x 16
+    built = model._batched_cores([factor])[1][0]
+    assert built.shape == (4, 2, 4, 4) and built.std().item() == pytest.approx(0.5, rel=0.5)
+    groups = {g.get("name"): g for g in model.parameter_groups(1e-3)}
+    assert len(groups) == 1  # multiples at 1: one group
+    built.sum().backward()
+    assert factor.core_angles.grad.abs().max() > 0 and factor.core_scale.grad is not None
 
 
 # -- every design trains, exports exactly and round-trips ------------------------------------
@@ -169,6 +206,7 @@ def test_separate_learning_rates_group_cores_fusion_and_quantum(tiny_llama):
     (dict(init="nonzero", r=320), "rank 2r = 640"),
     (dict(quantum="vector", readout="expval"), "quantum 'vector'"),
     (dict(lr_scale_quantum=0), "lr_scale_quantum"),
+    (dict(core_circuit=True, n_factors=2), "needs n_factors >= 3"),
 ])
 def test_bad_design_settings_say_what_to_change(settings, message):
     with pytest.raises(QtuneError, match=message):

@@ -169,8 +169,8 @@ def test_the_shipped_designs_study_is_valid_and_shares_the_circuit_study_budget(
     root = Path(__file__).resolve().parent.parent / "studies"
     designs = StudyConfig.from_toml(root / "designs.toml")
     circuit = StudyConfig.from_toml(root / "circuit.toml")
-    assert {"qtha", "qwth-expval", "qwth-layer", "qwth-nonzero", "qwth-lr-split"} <= set(
-        designs.methods)
+    assert {"qtha", "qwth-expval", "qwth-layer", "qwth-nonzero", "qwth-lr-split",
+            "qwth-cores"} <= set(designs.methods)
     assert designs.fingerprint("lora") == circuit.fingerprint("lora")
     assert designs.report_path != circuit.report_path
     for method in designs.methods:  # every design's run config is valid before any run

@@ -49,6 +49,9 @@ class QWTHConfig:
     fusion_init: initial (lambda_classical, lambda_quantum) of every adapted layer.
     quantum: the quantum branch, one of QUANTUM_BRANCHES (controls for the study).
     readout, circuit_scope, init: the designs of READOUTS, CIRCUIT_SCOPES and INITS.
+    core_circuit: the middle core of every A and B (of three or more cores) is a block of
+        its own real circuit's unitary (circuit_layers layers of RY + a CZ ring) times a
+        trainable scale, instead of a free core (cores.py).
     lr_scale_fusion, lr_scale_quantum: the learning rates of the fusion scalars and of the
         quantum branch (circuit angles or control vector) as multiples of the run's rate;
         the tensor-train cores train at the run's rate.
@@ -70,6 +73,7 @@ class QWTHConfig:
     readout: str = "probs"
     circuit_scope: str = "model"
     init: str = "zero"
+    core_circuit: bool = False
     lr_scale_fusion: float = 1.0
     lr_scale_quantum: float = 1.0
     seed: int = 0
@@ -156,6 +160,9 @@ class QWTHConfig:
             raise QtuneError("circuit_scope 'layer' runs its circuits as one broadcast batch "
                              "on default.qubit with exact probabilities: set "
                              "device = \"default.qubit\" and shots = None")
+        if self.core_circuit and self.n_factors < 3:
+            raise QtuneError(f"core_circuit generates the middle core, so it needs n_factors "
+                             f">= 3 (got {self.n_factors})")
         if self.quantum == "vector" and (self.readout, self.circuit_scope) != ("probs", "model"):
             raise QtuneError("quantum 'vector' stands in for one circuit's probabilities: use "
                              "readout 'probs' and circuit_scope 'model'")

@@ -14,14 +14,21 @@ parameter changes, so generation runs the circuit once, not once per token.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 
 import torch
 from qtune.finetune.qwth.circuit import QuantumWeights, readout_size
 from qtune.finetune.qwth.config import QWTHConfig
+from qtune.finetune.qwth.cores import circuit_cores, circuit_qubits
 from qtune.finetune.qwth.layer import QWTHLinear, TTFactor
-from qtune.finetune.qwth.tensor import tt_matrices_batched, tt_matrix_shape, tt_parameter_count
+from qtune.finetune.qwth.tensor import (
+    core_shapes,
+    tt_matrices_batched,
+    tt_matrix_shape,
+    tt_parameter_count,
+)
 from qtune.finetune.wrapped import WrappedModel, replace_module, target_linears
 from torch import nn
 
@@ -49,9 +56,21 @@ def qwth_parameter_count(
     layer_shapes = list(layer_shapes)
     total = quantum_parameter_count(config, len(layer_shapes))
     for d_in, d_out in layer_shapes:
-        total += tt_parameter_count(config.r, d_in, config.n_factors, config.tt_rank)
-        total += tt_parameter_count(d_out, config.r, config.n_factors, config.tt_rank)
+        total += factor_parameter_count(config.r, d_in, config)
+        total += factor_parameter_count(d_out, config.r, config)
         total += 1 if config.quantum == "none" else 2
+    return total
+
+
+def factor_parameter_count(rows: int, cols: int, config: QWTHConfig) -> int:
+    """One TT-matrix's trainable parameters: its cores, or with ``core_circuit`` its free
+    cores plus the middle core's circuit angles (qubits x layers) and scale."""
+    total = tt_parameter_count(rows, cols, config.n_factors, config.tt_rank)
+    row_factors, col_factors = tt_matrix_shape(rows, cols, config.n_factors)
+    shapes = core_shapes(row_factors, col_factors, config.tt_rank)
+    if config.core_circuit and len(shapes) >= 3:
+        middle = shapes[len(shapes) // 2]
+        total += circuit_qubits(middle) * config.circuit_layers + 1 - math.prod(middle)
     return total
 
 
@@ -99,7 +118,9 @@ class QWTHModel(WrappedModel):
             self._warn_if_fewer_cores(name, module, config)
             layer = QWTHLinear(module, config.r, config.scaling, config.n_factors,
                                config.tt_rank, config.fusion_init, generator,
-                               zero_start=config.init == "zero")
+                               zero_start=config.init == "zero",
+                               core_circuit_layers=config.circuit_layers if config.core_circuit
+                               else 0)
             layer.to(module.weight.device)
             replace_module(base_model, name, layer)
             self.adapted[name] = layer
@@ -194,8 +215,7 @@ class QWTHModel(WrappedModel):
         q = self.quantum_values()
         out: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
         for plan in self._plans:
-            cores = [torch.stack([f.cores[k] for f in plan.factors])
-                     for k in range(len(plan.factors[0].cores))]
+            cores = self._batched_cores(plan.factors)
             fusion = torch.stack([layer.fusion for layer in plan.layers])  # (G, 2)
             device = cores[0].device
             if q is None:  # no quantum branch: the classical fusion weight alone
@@ -208,6 +228,18 @@ class QWTHModel(WrappedModel):
                                                    strict=True):
                 out[name]["A" if factor is layer.qwth_A else "B"] = matrix
         return out
+
+    @staticmethod
+    def _batched_cores(factors: list[TTFactor]) -> list[torch.Tensor]:
+        """Core k of every factor stacked (G, ...); a circuit-generated core built in batch."""
+        first = factors[0]
+        cores = [torch.stack([f.cores[k] for f in factors]) for k in range(len(first.cores))]
+        if first.circuit_index is not None:
+            angles = torch.stack([f.core_angles for f in factors])
+            scales = torch.stack([f.core_scale for f in factors])
+            cores.insert(first.circuit_index,
+                         circuit_cores(angles, scales, first.shapes[first.circuit_index]))
+        return cores
 
     def _trainable(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -280,7 +312,8 @@ class QWTHModel(WrappedModel):
         groups: dict[str, list[nn.Parameter]] = {"cores": [], "fusion": [], "quantum": []}
         for name, parameter in trainable:
             kind = ("fusion" if name.endswith(".fusion") else
-                    "quantum" if name.startswith(("circuit.", "quantum_vector")) else "cores")
+                    "quantum" if name.startswith(("circuit.", "quantum_vector"))
+                    or name.endswith(".core_angles") else "cores")
             groups[kind].append(parameter)
         return [{"params": members, "lr": lr * scales.get(kind, 1.0), "name": kind}
                 for kind, members in groups.items() if members]
