@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 export QTUNE_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: help setup run serve ui test test-fast lint bench finetune-all eval-all study screenshots clean
+.PHONY: help setup run serve ui test test-fast lint bench finetune-all eval-all study study-designs screenshots clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ finetune-all: setup  ## retrain the four shipped adapters (see configs/)
 
 study: setup  ## run (or resume) the fair study of studies/circuit.toml -> docs/study.md (hours)
 	$(BIN)/qtune study --config studies/circuit.toml
+
+study-designs: setup  ## run (or resume) issue 13's designs, studies/designs.toml -> docs/study-designs.md (hours)
+	$(BIN)/qtune study --config studies/designs.toml
 
 screenshots: setup  ## rerun the browser tests and copy their screenshots into docs/screenshots
 	$(BIN)/python -m pytest -q -m browser tests/test_ui_browser.py
