@@ -98,7 +98,8 @@ def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
     compact_note = {
         "qwth": f"the `{fmt.QWTH_DIR}/` folder (cores + circuit angles; `qtune.finetune."
                 "qwth.load_compact` rebuilds the adapter)",
-        "qtha": "the `qtha/` folder (`qtune.finetune.qtha.model.load_qtha` rebuilds it)",
+        "qtha": f"the `{fmt.QTHA_DIR}/` folder (`qtune.finetune.qtha.model.load_qtha` "
+                "rebuilds it)",
     }.get(config.method, f"`{fmt.PEFT_WEIGHTS_FILE}`")
     lines = [
         f"# {name}",

@@ -63,9 +63,9 @@ def write_outputs(model, config: TrainConfig, output: Path, base_name: str,
     if config.method == "qtha":  # no LoRA form: the compact folder is the adapter
         from qtune.finetune.qtha.model import save_qtha
 
-        compact = save_qtha(model, output / config.method)
+        compact = save_qtha(model, output / fmt.QTHA_DIR)
         metrics["compact_bytes"] = fmt.folder_bytes(compact)
-        metrics["compact_path"] = f"{config.method}/"
+        metrics["compact_path"] = f"{fmt.QTHA_DIR}/"
     elif config.method == "qwth":
         from qtune.finetune.qwth import export_peft, save_compact
 

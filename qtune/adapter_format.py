@@ -35,6 +35,10 @@ QWTH_CONFIG_FILE = "qwth_config.json"
 QWTH_WEIGHTS_FILE = "qwth_model.safetensors"
 QWTH_METADATA_FILE = "qwth_metadata.json"
 QWTH_FORMAT_VERSION = 1
+#: QTHA (per-token, no LoRA form) keeps only a compact folder.
+QTHA_DIR = "qtha"
+QTHA_CONFIG_FILE = "qtha_config.json"
+QTHA_WEIGHTS_FILE = "qtha_model.safetensors"
 TRAINING_CONFIG_FILE = "training_config.json"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "log.csv"

@@ -33,10 +33,10 @@ from qtune.finetune.qwth.tensor import tt_matrices_batched
 from qtune.finetune.wrapped import WrappedModel, replace_module, target_linears
 from torch import nn
 
+from qtune import adapter_format as fmt
 from qtune.errors import QtuneError
 
-CONFIG_FILE = "qtha_config.json"
-WEIGHTS_FILE = "qtha_model.safetensors"
+CONFIG_FILE, WEIGHTS_FILE = fmt.QTHA_CONFIG_FILE, fmt.QTHA_WEIGHTS_FILE
 
 
 def _dense(factor: TTFactor) -> torch.Tensor:
