@@ -38,7 +38,7 @@ def verdict(diff: tuple[float, float, float, float | None, int]) -> str:
     if n < 2 or p is None:
         return f"not decided yet ({n} seed{'s' if n != 1 else ''} paired)"
     if p < 0.05:
-        return "**yes**" if mean < 0 else "**no**: it is significantly worse"
+        return f"**yes** (p = {p:.2g})" if mean < 0 else f"**no**: it is significantly worse (p = {p:.2g})"
     return f"**no**: no significant difference (p = {p:.2g})"
 
 
