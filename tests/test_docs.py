@@ -58,3 +58,13 @@ def test_architecture_names_every_part():
     for part in ("qtune/", "data/", "finetune/", "eval/", "serve/", "ui/", "feedback/",
                  "study/"):
         assert f"`{part}" in text, part
+
+
+def test_every_study_method_is_described_and_every_design_documented():
+    from qtune.study.config import METHOD_NOTES, STUDY_METHODS, StudyConfig
+
+    assert set(METHOD_NOTES) == set(STUDY_METHODS)  # the report describes every method
+    method_doc = (REPO / "docs" / "method.md").read_text()
+    designs = StudyConfig.from_toml(REPO / "studies" / "designs.toml")
+    for method in set(designs.methods) - set(designs.compare_to):  # the references aside
+        assert f"`{method}`" in method_doc, method
