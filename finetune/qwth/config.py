@@ -159,7 +159,7 @@ class QWTHConfig:
                                               or self.device != "default.qubit"):
             raise QtuneError("circuit_scope 'layer' runs its circuits as one broadcast batch "
                              "on default.qubit with exact probabilities: set "
-                             "device = \"default.qubit\" and shots = None")
+                             "device = \"default.qubit\" (--device default.qubit) and no shots")
         if self.core_circuit and self.n_factors < 3:
             raise QtuneError(f"core_circuit generates the middle core, so it needs n_factors "
                              f">= 3 (got {self.n_factors})")
