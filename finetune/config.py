@@ -147,9 +147,7 @@ class TrainConfig:
         # The circuit's device matters only to QWTH; LoRA runs need no PennyLane plugin.
         self.adapter.validate(check_device=self.method == "qwth")
         if self.method == "qtha":
-            from qtune.finetune.qtha import MAX_QTHA_RANK
+            from qtune.finetune.qtha import check_qtha_rank
 
-            if self.adapter.r > MAX_QTHA_RANK:
-                raise QtuneError(f"qtha runs a circuit of r = {self.adapter.r} qubits per "
-                                 f"token; use r <= {MAX_QTHA_RANK}")
+            check_qtha_rank(self.adapter.r)
         return self

@@ -5,7 +5,9 @@ generate passed through, and every other attribute read from the base model."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
+import torch
 from torch import nn
 
 from qtune.errors import QtuneError
@@ -63,3 +65,30 @@ class WrappedModel(nn.Module):
             if name == "base_model":
                 raise
             return getattr(self.base_model, name)
+
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def compact_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trainable tensors only: what a compact adapter folder stores."""
+        return {name: p.detach().cpu().contiguous().clone()
+                for name, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable(self, tensors: dict[str, torch.Tensor], folder: Path) -> None:
+        """Copy a compact folder's tensors in; a clear error when they do not fit."""
+        own = dict(self.named_parameters())
+        trainable = {name for name, p in own.items() if p.requires_grad}
+        missing, unexpected = sorted(trainable - set(tensors)), sorted(set(tensors) - trainable)
+        if missing or unexpected:
+            raise QtuneError(
+                f"{folder} does not fit this base model and config: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]} (adapter exported for another base model?)"
+            )
+        with torch.no_grad():
+            for name, tensor in tensors.items():
+                if own[name].shape != tensor.shape:
+                    raise QtuneError(
+                        f"{folder}: {name} has shape {tuple(tensor.shape)}, the model expects "
+                        f"{tuple(own[name].shape)} (adapter exported for another base model?)"
+                    )
+                own[name].copy_(tensor)

@@ -25,7 +25,7 @@ import math
 from pathlib import Path
 
 import torch
-from qtune.finetune.qtha import MAX_QTHA_RANK
+from qtune.finetune.qtha import check_qtha_rank
 from qtune.finetune.qtha.circuit import qtha_expvals
 from qtune.finetune.qwth.config import QWTHConfig
 from qtune.finetune.qwth.layer import TTFactor
@@ -95,24 +95,16 @@ class QTHAModel(WrappedModel):
             replace_module(base_model, name, layer)
             self.adapted[name] = layer
 
-    def num_trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
     def parameter_groups(self, lr: float) -> list[dict]:
         """One AdamW group (QTHA's designs tune one rate)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
-    def compact_state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: p.detach().cpu().contiguous().clone()
-                for name, p in self.named_parameters() if p.requires_grad}
 
 
 def validate_qtha(config: QWTHConfig) -> None:
     """QWTH's checks (rank, cores, targets) plus QTHA's bound on the qubit count."""
     config.validate(check_device=False)
-    if not 1 <= config.r <= MAX_QTHA_RANK:
-        raise QtuneError(f"QTHA simulates r = {config.r} qubits per token; use a rank of at "
-                         f"most {MAX_QTHA_RANK} (the state has 2^r amplitudes per token)")
+    check_qtha_rank(config.r)
 
 
 def get_qtha_model(base_model: nn.Module, config: QWTHConfig) -> QTHAModel:
@@ -126,7 +118,7 @@ def save_qtha(model: QTHAModel, folder: str | Path) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    fmt.write_json(folder / CONFIG_FILE, model.config.to_dict())
     save_file(model.compact_state_dict(), str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     return folder
 
@@ -141,12 +133,5 @@ def load_qtha(base_model: nn.Module, folder: str | Path) -> QTHAModel:
             raise QtuneError(f"{folder} is not a QTHA adapter folder: {name} is missing")
     config = QWTHConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
     model = QTHAModel(base_model, config)
-    tensors = load_file(str(folder / WEIGHTS_FILE))
-    own = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(own) != set(tensors) or any(own[n].shape != t.shape for n, t in tensors.items()):
-        raise QtuneError(f"{folder} does not fit this base model and config (adapter trained "
-                         "for another base model?)")
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            own[name].copy_(tensor)
+    model.load_trainable(load_file(str(folder / WEIGHTS_FILE)), folder)
     return model

@@ -22,6 +22,11 @@ from functools import lru_cache
 import torch
 
 
+def circuit_core_index(n_cores: int) -> int | None:
+    """Which core a circuit generates: the middle one, when there are three or more."""
+    return n_cores // 2 if n_cores >= 3 else None
+
+
 def circuit_qubits(shape: tuple[int, int, int, int]) -> int:
     """Fewest qubits whose unitary covers the core's (R m) x (n R') block."""
     rank_in, rows, cols, rank_out = shape

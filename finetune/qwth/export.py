@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from qtune.finetune.qwth.config import QWTHConfig
 from qtune.finetune.qwth.model import QWTHModel
 from qtune.finetune.wrapped import matches_target
@@ -79,22 +78,7 @@ def load_compact(base_model: nn.Module, folder: str | Path) -> QWTHModel:
         check_fits_base(folder, base_model)
     model = QWTHModel(base_model, config)
     tensors = load_file(str(folder / QWTH_WEIGHTS_FILE))
-    own = dict(model.named_parameters())
-    trainable = {name for name, p in own.items() if p.requires_grad}
-    missing, unexpected = sorted(trainable - set(tensors)), sorted(set(tensors) - trainable)
-    if missing or unexpected:
-        raise QtuneError(
-            f"{folder} does not fit this base model and config: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]} (adapter exported for another base model?)"
-        )
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            if own[name].shape != tensor.shape:
-                raise QtuneError(
-                    f"{folder}: {name} has shape {tuple(tensor.shape)}, the model expects "
-                    f"{tuple(own[name].shape)} (adapter exported for another base model?)"
-                )
-            own[name].copy_(tensor)
+    model.load_trainable(tensors, folder)
     return model
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import torch
 from qtune.finetune.qwth.circuit import QuantumWeights, readout_size
 from qtune.finetune.qwth.config import QWTHConfig
-from qtune.finetune.qwth.cores import circuit_cores, circuit_qubits
+from qtune.finetune.qwth.cores import circuit_core_index, circuit_cores, circuit_qubits
 from qtune.finetune.qwth.layer import QWTHLinear, TTFactor
 from qtune.finetune.qwth.tensor import (
     core_shapes,
@@ -68,8 +68,9 @@ def factor_parameter_count(rows: int, cols: int, config: QWTHConfig) -> int:
     total = tt_parameter_count(rows, cols, config.n_factors, config.tt_rank)
     row_factors, col_factors = tt_matrix_shape(rows, cols, config.n_factors)
     shapes = core_shapes(row_factors, col_factors, config.tt_rank)
-    if config.core_circuit and len(shapes) >= 3:
-        middle = shapes[len(shapes) // 2]
+    index = circuit_core_index(len(shapes)) if config.core_circuit else None
+    if index is not None:
+        middle = shapes[index]
         total += circuit_qubits(middle) * config.circuit_layers + 1 - math.prod(middle)
     return total
 
@@ -274,7 +275,7 @@ class QWTHModel(WrappedModel):
         """Parameters training can change. Without a quantum branch lambda_q multiplies
         nothing (its gradient is zero), so it is not counted."""
         unused = len(self.adapted) if self.config.quantum == "none" else 0
-        return sum(p.numel() for p in self._trainable()) - unused
+        return super().num_trainable_parameters() - unused
 
     def lora_parameter_count(self) -> int:
         return lora_parameter_count(self.layer_shapes().values(), self.config.r)
@@ -317,11 +318,6 @@ class QWTHModel(WrappedModel):
             groups[kind].append(parameter)
         return [{"params": members, "lr": lr * scales.get(kind, 1.0), "name": kind}
                 for kind, members in groups.items() if members]
-
-    def compact_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trainable tensors only: circuit angles, cores, fusion scalars."""
-        return {name: p.detach().cpu().contiguous().clone()
-                for name, p in self.named_parameters() if p.requires_grad}
 
 
 def get_qwth_model(base_model: nn.Module, config: QWTHConfig | None = None) -> QWTHModel:
