@@ -68,14 +68,23 @@ def wait_ready(base_url: str, process: subprocess.Popen, log: Path,
     raise TimeoutError(f"{base_url} did not answer within {timeout_s:.0f} s")
 
 
+#: The engines a run can start: `qtune serve` (vLLM with qtune's CPU LoRA path), the same
+#: with vLLM's own CPU LoRA ops (QTUNE_CPU_LORA=vllm, serve/lora_cpu.py), and the
+#: transformers + PEFT queue (bench/peft_server.py).
+ENGINES = {"vllm": "qtune", "vllm-own-lora-ops": "vllm", "peft": None}
+
+
 def start_engine(engine: str, port: int, log: Path, vllm_args: list[str]) -> subprocess.Popen:
     here = Path(__file__).parent
     command = ([sys.executable, str(here / "peft_server.py"), "--port", str(port)]
                if engine == "peft" else
                [sys.executable, "-m", "qtune.cli", "serve", "--port", str(port),
                 "--api-key", "bench", *(["--", *vllm_args] if vllm_args else [])])
+    env = dict(os.environ)
+    if ENGINES[engine]:
+        env["QTUNE_CPU_LORA"] = ENGINES[engine]
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
 
 
 def pick_models(models: list[str], mix: str) -> list[str]:
@@ -105,6 +114,7 @@ def run_rate(args: argparse.Namespace, base_url: str, models: list[str], rate: f
         "--lora-modules", *models, "--lora-assignment", "round-robin",
         "--percentile-metrics", ",".join(METRICS), "--metric-percentiles", "50,99",
         "--goodput", *args.goodput,
+        *(["--max-concurrency", str(args.max_concurrency)] if args.max_concurrency else []),
         "--save-result", "--result-dir", str(result_dir), "--result-filename", name,
     ])
     bench_main(bench_args)
@@ -124,9 +134,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="markdown report (JSON beside)")
-    parser.add_argument("--engines", nargs="+", choices=("vllm", "peft"), default=["vllm", "peft"])
+    parser.add_argument("--engines", nargs="+", choices=tuple(ENGINES), default=["vllm", "peft"])
     parser.add_argument("--rates", type=float, nargs="+", default=[0.5, 1.0, 2.0],
-                        help="mean requests per second (Poisson arrivals)")
+                        help="mean requests per second (Poisson arrivals); inf sends all at "
+                        "once, for a closed loop with --max-concurrency")
+    parser.add_argument("--max-concurrency", type=int, default=None,
+                        help="at most this many requests in flight (vLLM's --max-concurrency)")
     parser.add_argument("--num-prompts", type=int, default=32, help="requests per rate")
     parser.add_argument("--mixes", nargs="+", choices=("all", "base", "adapters"),
                         default=["all"], help="which served models the requests go to: "
@@ -151,7 +164,8 @@ def main() -> None:
     count = build_dataset(dataset, args.per_task, args.max_output)
     os.environ["OPENAI_API_KEY"] = "bench"  # vLLM's client sends it; the PEFT server ignores it
     lines = [f"Load: {count} test questions (GSM8K + CounselChat), {args.num_prompts} requests "
-             f"per rate, Poisson arrivals, models round robin; SLO {' '.join(args.goodput)}; "
+             f"per rate, Poisson arrivals, at most {args.max_concurrency or 'any number of'} in "
+             f"flight, models round robin; SLO {' '.join(args.goodput)}; "
              f"CPU flags: {speed_flags_text()}; {time.strftime('%Y-%m-%d')}", "",
              "| engine | models | rate (req/s) | completed | output tok/s | goodput (req/s) | "
              "TTFT p50 / p99 ms | TPOT p50 / p99 ms | ITL p50 / p99 ms |",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,25 @@ def test_adapter_changes_the_greedy_output(client, server) -> None:
         messages = TASK_PROMPTS.get(adapter.name.split("-")[0], PROMPT)
         base = _greedy(client, server.base_name, max_tokens=48, messages=messages)
         assert _greedy(client, adapter.name, max_tokens=48, messages=messages) != base, adapter.name
+
+
+@pytest.mark.slow
+def test_base_answer_is_unchanged_next_to_adapter_requests(client, server) -> None:
+    """A base-model request decoded in the same batches as requests for every adapter
+    answers as it does alone (vLLM's own CPU LoRA ops add the last slot's adapter to it:
+    serve/lora_cpu.py)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    messages = TASK_PROMPTS["counselling"]
+    alone = _greedy(client, server.base_name, max_tokens=40, messages=messages)
+    names = [adapter.name for adapter in server.adapters] * 2
+    with ThreadPoolExecutor(len(names) + 1) as pool:
+        busy = [pool.submit(_greedy, client, name, 96, messages) for name in names]
+        time.sleep(0.3)  # the adapters' requests are decoding when the base one arrives
+        beside_adapters = _greedy(client, server.base_name, max_tokens=40, messages=messages)
+        assert all(future.result() for future in busy)
+    assert beside_adapters == alone
+    assert "Using PunicaWrapperQtune" in server.log_path.read_text()
 
 
 @pytest.mark.slow

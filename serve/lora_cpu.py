@@ -1,0 +1,207 @@
+"""qtune's LoRA path for vLLM on CPU: exact for base-model rows, and one GEMM per slice.
+
+vLLM's CPU LoRA ops (``vllm/lora/ops/torch_ops``) have two problems for a server that
+mixes the base model and several adapters in one batch:
+
+* **Wrong output for base-model rows.** A token without an adapter has the slot index
+  ``-1`` ("no LoRA"); the torch ops gather ``weights[indices]`` and Python's negative
+  indexing turns ``-1`` into the *last* adapter slot, so a base-model request batched
+  next to adapter requests gets the last slot's adapter added to every adapted layer
+  (qtune serves ``--max-loras`` = the number of adapters, so that slot is always
+  filled). Upstream knows (vllm-project/vllm pull requests 48421 and 49656, open).
+* **Slow.** Each call copies one (out × rank) weight matrix per token, converts it to
+  fp32 and runs a batched matrix-vector product: on 2 cores that per-step cost made
+  adapters run at ~0.74x the base model's throughput (docs/benchmarks.md).
+
+Here every slot's factors are applied to every token in one GEMM
+(``x @ A_all^T``: tokens × (slots · rank), a few dozen columns), and a 0/1 slot mask
+keeps each token's own slot; tokens with ``-1`` get an all-zero mask, i.e. no LoRA.
+Valid rows compute the same products in the same dtypes as vLLM's ops (shrink in
+fp32, expand in the model's dtype).
+
+It is installed as a vLLM general plugin (``pyproject.toml``: ``vllm.general_plugins``),
+which vLLM loads in every process, and is active on the CPU platform only. Set
+``QTUNE_CPU_LORA=vllm`` to run vLLM's own ops instead (to compare them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+#: Environment switch read by ``register``: "qtune" (default) or "vllm".
+SWITCH = "QTUNE_CPU_LORA"
+CHOICES = ("qtune", "vllm")
+
+
+def chosen_path() -> str:
+    choice = os.environ.get(SWITCH, "qtune").strip().lower() or "qtune"
+    if choice not in CHOICES:
+        raise ValueError(f"{SWITCH}={choice!r}: use one of {', '.join(CHOICES)}")
+    return choice
+
+
+def register() -> None:
+    """vLLM plugin entry point: on CPU, make vLLM build ``PunicaWrapperQtune``."""
+    if chosen_path() == "vllm":
+        return
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    qualname = f"{__name__}.PunicaWrapperQtune"
+    type(current_platform).get_punica_wrapper = classmethod(lambda cls: qualname)
+
+
+def slot_mask(indices: torch.Tensor, num_slots: int) -> torch.Tensor:
+    """(tokens, slots) float32 with a 1 at each token's slot; all zero for ``-1`` (no LoRA)."""
+    mask = torch.zeros(indices.shape[0], num_slots, dtype=torch.float32)
+    rows = torch.nonzero(indices >= 0).squeeze(1)
+    mask[rows, indices[rows]] = 1.0
+    return mask
+
+
+def shrink(x: torch.Tensor, lora_a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x (tokens, in) times each token's A (slot, 1, rank, in) -> (tokens, rank), fp32."""
+    slots, _, rank, width = lora_a.shape
+    every_slot = x.float() @ lora_a.reshape(slots * rank, width).float().T
+    return torch.einsum("tsr,ts->tr", every_slot.view(-1, slots, rank), mask)
+
+
+def expand(h: torch.Tensor, lora_b: torch.Tensor, mask: torch.Tensor,
+           dtype: torch.dtype) -> torch.Tensor:
+    """h (tokens, rank) times each token's B (slot, 1, out, rank) -> (tokens, out) in dtype.
+
+    The rank vector is placed in its slot's block of a (tokens, slots · rank) row, so one
+    GEMM against every slot's B stacked along the rank axis applies the right one."""
+    slots, _, out, rank = lora_b.shape
+    blocks = (h.float().unsqueeze(1) * mask.unsqueeze(2)).reshape(-1, slots * rank)
+    stacked_b = lora_b.reshape(slots, out, rank).transpose(1, 2).reshape(slots * rank, out)
+    return blocks.to(dtype) @ stacked_b.to(dtype)
+
+
+@dataclass
+class _PackedLayer:
+    """One adapted layer's factors for every slot, laid out for ``add_lora_linear``:
+    A for all slices and slots (in, slices · slots · rank) in fp32, and B block-diagonal
+    over slices ((slices · slots · rank), out) in the model's dtype."""
+
+    versions: tuple[int, ...]
+    a_all: torch.Tensor
+    b_blocks: torch.Tensor
+
+
+def pack_layer(lora_a_stacked: tuple[torch.Tensor, ...], lora_b_stacked: tuple[torch.Tensor, ...],
+               dtype: torch.dtype) -> _PackedLayer:
+    slots, _, rank, width = lora_a_stacked[0].shape
+    a_all = torch.cat([a.reshape(slots * rank, width) for a in lora_a_stacked]).float().T
+    outs = [b.shape[2] for b in lora_b_stacked]
+    b_blocks = torch.zeros(len(outs) * slots * rank, sum(outs), dtype=dtype)
+    row, col = 0, 0
+    for lora_b, out in zip(lora_b_stacked, outs, strict=True):
+        b_blocks[row: row + slots * rank, col: col + out] = (
+            lora_b.reshape(slots, out, rank).transpose(1, 2).reshape(slots * rank, out))
+        row, col = row + slots * rank, col + out
+    return _PackedLayer(_versions(lora_a_stacked, lora_b_stacked), a_all.contiguous(), b_blocks)
+
+
+def _versions(*stacks: tuple[torch.Tensor, ...]) -> tuple[int, ...]:
+    # vLLM loads an adapter into a slot by copying into these tensors in place, which
+    # bumps their version counters: a changed tuple means the packed copy is stale.
+    return tuple(t._version for stack in stacks for t in stack)
+
+
+def _vllm_cpu_wrapper() -> type:
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    return PunicaWrapperCPU
+
+
+class PunicaWrapperQtune(_vllm_cpu_wrapper()):  # type: ignore[misc]
+    """vLLM's CPU wrapper with qtune's LoRA products. ``add_lora_linear`` (every adapted
+    projection) is two GEMMs per layer over factors packed once per adapter load;
+    ``add_shrink``/``add_expand`` (vLLM's sharded layers) use the same masking."""
+
+    def update_metadata(self, *args: Any, **kwargs: Any) -> None:
+        super().update_metadata(*args, **kwargs)
+        self._masks: dict[int, torch.Tensor] = {}
+
+    def _mask(self, num_slots: int, num_tokens: int) -> torch.Tensor:
+        masks = getattr(self, "_masks", None)
+        if masks is None:
+            masks = self._masks = {}
+        if num_slots not in masks:
+            masks[num_slots] = slot_mask(self.token_lora_indices, num_slots)
+        mask = masks[num_slots]
+        if mask.shape[0] != num_tokens:
+            raise RuntimeError(f"LoRA mapping has {mask.shape[0]} tokens, the layer "
+                               f"{num_tokens}: set {SWITCH}=vllm and report this")
+        return mask
+
+    def _skip(self) -> bool:
+        return self.is_prefill and self.no_lora
+
+    def _packed(self, lora_a_stacked: tuple[torch.Tensor, ...],
+                lora_b_stacked: tuple[torch.Tensor, ...], dtype: torch.dtype) -> _PackedLayer:
+        cache: dict[int, _PackedLayer] = self.__dict__.setdefault("_packed_layers", {})
+        key = lora_a_stacked[0].data_ptr()
+        packed = cache.get(key)
+        if packed is None or packed.versions != _versions(lora_a_stacked, lora_b_stacked):
+            packed = cache[key] = pack_layer(lora_a_stacked, lora_b_stacked, dtype)
+        return packed
+
+    def add_lora_linear(self, y: torch.Tensor, x: torch.Tensor,
+                        lora_a_stacked: tuple[torch.Tensor, ...],
+                        lora_b_stacked: tuple[torch.Tensor, ...], scale: float,
+                        output_slices: tuple[int, ...], *, add_inputs: bool = True,
+                        **kwargs: Any) -> None:
+        if self._skip():
+            if not add_inputs:
+                y.zero_()
+            return
+        packed = self._packed(lora_a_stacked, lora_b_stacked, y.dtype)
+        x = x.view(-1, x.shape[-1])
+        slots = lora_a_stacked[0].shape[0]
+        mask = self._mask(slots, x.shape[0])
+        # Each token's rank vector stays in its own slot's block, zeros elsewhere: that
+        # row times the block-diagonal B applies exactly that token's adapter.
+        blocks = (x.float() @ packed.a_all).view(x.shape[0], len(output_slices), slots, -1)
+        blocks = blocks * mask[:, None, :, None]
+        if scale != 1.0:
+            blocks = blocks * scale
+        delta = blocks.view(x.shape[0], -1).to(y.dtype) @ packed.b_blocks
+        y_2d = y.view(-1, y.shape[-1])
+        if add_inputs:
+            y_2d[:, : delta.shape[1]] += delta
+        else:
+            y_2d[:, : delta.shape[1]] = delta
+    def add_shrink(self, y: Any, x: torch.Tensor, lora_a_stacked: tuple[torch.Tensor, ...],
+                   scale: float, **kwargs: Any) -> None:
+        if self._skip():
+            return
+        x = x.view(-1, x.shape[-1])
+        mask = self._mask(lora_a_stacked[0].shape[0], x.shape[0])
+        for out, lora_a in zip(y, lora_a_stacked, strict=True):
+            out.view(-1, out.shape[-1])[:, : lora_a.shape[2]] = scale * shrink(x, lora_a, mask)
+
+    def add_expand(self, y: torch.Tensor, x: Any, lora_b_stacked: tuple[torch.Tensor, ...],
+                   output_slices: tuple[int, ...], offset_start: int = 0,
+                   add_inputs: bool = True, **kwargs: Any) -> None:
+        if self._skip():
+            return
+        y_2d = y.view(-1, y.shape[-1])
+        mask = self._mask(lora_b_stacked[0].shape[0], y_2d.shape[0])
+        offset = offset_start
+        for h, lora_b, size in zip(x, lora_b_stacked, output_slices, strict=True):
+            delta = expand(h.view(-1, h.shape[-1]), lora_b, mask, y.dtype)
+            if add_inputs:
+                y_2d[:, offset: offset + size] += delta
+            else:
+                y_2d[:, offset: offset + size] = delta
+            offset += size

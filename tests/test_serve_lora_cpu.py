@@ -1,0 +1,117 @@
+"""qtune's CPU LoRA path for vLLM (serve/lora_cpu.py) against vLLM's own CPU wrapper.
+
+Valid rows must come out exactly as vLLM computes them; rows without an adapter (slot
+index -1) must get no LoRA at all, which vLLM's torch ops get wrong (they read -1 as the
+last slot). The served end-to-end check is in test_serve_server.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from qtune.serve import lora_cpu
+from qtune.serve.lora_cpu import PunicaWrapperQtune
+
+SLOTS, RANK, WIDTH = 4, 8, 64
+SLICES = (64, 16, 16)  # q, k, v of a small model
+
+
+def _weights(seed: int = 0) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    gen = torch.Generator().manual_seed(seed)
+    lora_a = tuple(torch.randn(SLOTS, 1, RANK, WIDTH, generator=gen).bfloat16() for _ in SLICES)
+    lora_b = tuple(torch.randn(SLOTS, 1, out, RANK, generator=gen).bfloat16() for out in SLICES)
+    return lora_a, lora_b
+
+
+def _wrapper(cls: type, indices: list[int]):
+    wrapper = cls(1024, 64, "cpu")
+    index = torch.tensor(indices)
+    wrapper._token_lora_indices[: len(index)] = index
+    wrapper.indices_len[:] = [len(index)] * 4
+    wrapper._update_prefill_metadata(wrapper.token_lora_indices)
+    wrapper.is_prefill = True  # vLLM's V1 runner always takes the prefill path
+    wrapper._masks = {}
+    return wrapper
+
+
+def _apply(wrapper, x: torch.Tensor, lora_a, lora_b, add_inputs: bool = True) -> torch.Tensor:
+    y = torch.ones(x.shape[0], sum(SLICES), dtype=torch.bfloat16)
+    kwargs = {} if add_inputs else {"add_inputs": False}
+    wrapper.add_lora_linear(y, x, lora_a, lora_b, 1.0, SLICES, **kwargs)
+    return y
+
+
+def test_rows_with_an_adapter_match_vllm_and_rows_without_get_none() -> None:
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    indices = [-1, 0, 1, 2, 3, -1, 3, 3, 1, -1]
+    x = torch.randn(len(indices), WIDTH).bfloat16()
+    lora_a, lora_b = _weights()
+    ours = _apply(_wrapper(PunicaWrapperQtune, indices), x, lora_a, lora_b)
+    theirs = _apply(_wrapper(PunicaWrapperCPU, indices), x, lora_a, lora_b)
+    with_adapter = torch.tensor(indices) >= 0
+    assert torch.equal(ours[with_adapter], theirs[with_adapter])
+    assert torch.equal(ours[~with_adapter], torch.ones_like(ours[~with_adapter]))
+    assert not torch.equal(ours[~with_adapter], theirs[~with_adapter])  # vLLM's -1 bug
+
+
+def test_the_split_shrink_and_expand_agree_with_the_fused_path() -> None:
+    indices = [2, -1, 0, 1]
+    x = torch.randn(len(indices), WIDTH).bfloat16()
+    lora_a, lora_b = _weights(1)
+    wrapper = _wrapper(PunicaWrapperQtune, indices)
+    fused = _apply(wrapper, x, lora_a, lora_b)
+    buffers = tuple(torch.zeros(len(indices), RANK) for _ in SLICES)
+    wrapper.add_shrink(buffers, x, lora_a, 1.0)
+    split = torch.ones(len(indices), sum(SLICES), dtype=torch.bfloat16)
+    wrapper.add_expand(split, buffers, lora_b, SLICES)
+    assert torch.allclose(fused.float(), split.float(), rtol=2e-2, atol=2e-2)
+    assert torch.equal(split[1], torch.ones_like(split[1]))
+
+
+def test_weights_loaded_into_a_slot_are_picked_up() -> None:
+    """vLLM copies a newly loaded adapter into the stacked tensors in place."""
+    indices = [0, 1]
+    x = torch.randn(2, WIDTH).bfloat16()
+    lora_a, lora_b = _weights(2)
+    wrapper = _wrapper(PunicaWrapperQtune, indices)
+    before = _apply(wrapper, x, lora_a, lora_b)
+    with torch.inference_mode():
+        lora_b[0][1].mul_(-1.0)
+    after = _apply(wrapper, x, lora_a, lora_b)
+    assert torch.equal(after[0], before[0])
+    assert not torch.equal(after[1], before[1])
+    assert torch.equal(after, _apply(_wrapper(PunicaWrapperQtune, indices), x, lora_a, lora_b))
+
+
+def test_assigning_instead_of_adding() -> None:
+    indices = [1, -1]
+    x = torch.randn(2, WIDTH).bfloat16()
+    lora_a, lora_b = _weights(3)
+    added = _apply(_wrapper(PunicaWrapperQtune, indices), x, lora_a, lora_b)
+    assigned = _apply(_wrapper(PunicaWrapperQtune, indices), x, lora_a, lora_b, add_inputs=False)
+    assert torch.equal(assigned[1], torch.zeros_like(assigned[1]))
+    assert torch.allclose((assigned[0].float() + 1).bfloat16().float(), added[0].float())
+
+
+def test_the_switch_selects_the_wrapper(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vllm.platforms import current_platform
+
+    platform = type(current_platform)
+    monkeypatch.setattr(platform, "get_punica_wrapper", platform.get_punica_wrapper)
+    monkeypatch.setenv(lora_cpu.SWITCH, "vllm")
+    lora_cpu.register()
+    assert current_platform.get_punica_wrapper().endswith("PunicaWrapperCPU")
+    monkeypatch.setenv(lora_cpu.SWITCH, "qtune")
+    lora_cpu.register()
+    assert current_platform.get_punica_wrapper() == "qtune.serve.lora_cpu.PunicaWrapperQtune"
+    monkeypatch.setenv(lora_cpu.SWITCH, "fast please")
+    with pytest.raises(ValueError, match="QTUNE_CPU_LORA"):
+        lora_cpu.register()
+
+
+def test_vllm_finds_the_plugin() -> None:
+    from importlib.metadata import entry_points
+
+    plugins = {p.name: p.value for p in entry_points(group="vllm.general_plugins")}
+    assert plugins.get("qtune_cpu_lora") == "qtune.serve.lora_cpu:register"
