@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -130,6 +131,25 @@ def row(engine: str, mix: str, rate: float, result: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def adapter_cost_summary(results: dict[tuple[str, float], dict[str, list[dict]]]) -> list[str]:
+    """Adapters against the base model, each engine and rate: medians over the repeats of
+    output tokens/s and TPOT p50, and their ratios."""
+    lines = ["", "| engine | rate | runs | base tok/s | adapters tok/s | adapters ÷ base | "
+             "base TPOT p50 ms | adapters TPOT p50 ms | adapters ÷ base |", "|---|---|---|---|---|---|---|---|---|"]
+    for (engine, rate), by_mix in results.items():
+        if "base" not in by_mix or "adapters" not in by_mix:
+            continue
+        tok = {mix: statistics.median(r["output_throughput"] for r in by_mix[mix])
+               for mix in ("base", "adapters")}
+        tpot = {mix: statistics.median(r["p50_tpot_ms"] for r in by_mix[mix])
+                for mix in ("base", "adapters")}
+        lines.append(f"| {engine} | {rate:g} | {len(by_mix['base'])} | {tok['base']:.1f} | "
+                     f"{tok['adapters']:.1f} | {tok['adapters'] / tok['base']:.2f} | "
+                     f"{tpot['base']:.0f} | {tpot['adapters']:.0f} | "
+                     f"{tpot['adapters'] / tpot['base']:.2f} |")
+    return lines if len(lines) > 3 else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,6 +169,9 @@ def main() -> None:
                         help="cap on a request's answer tokens (the reference answer's length)")
     parser.add_argument("--goodput", nargs="+", default=["ttft:5000", "tpot:250"],
                         help="SLOs in ms, vLLM's KEY:VALUE syntax (default ttft:5000 tpot:250)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the mixes this many times, alternating, in one server start "
+                        "(the summary takes medians: one run varies by several percent)")
     parser.add_argument("--port", type=int, default=8013)
     parser.add_argument("--vllm-args", default="",
                         help="extra vLLM options for `qtune serve -- …` (a lever to measure), "
@@ -170,6 +193,7 @@ def main() -> None:
              "| engine | models | rate (req/s) | completed | output tok/s | goodput (req/s) | "
              "TTFT p50 / p99 ms | TPOT p50 / p99 ms | ITL p50 / p99 ms |",
              "|---|---|---|---|---|---|---|---|---|"]
+    results: dict[tuple[str, float], dict[str, list[dict]]] = {}
     for engine in args.engines:
         started = time.monotonic()
         log = result_dir / f"{engine}.log"
@@ -179,15 +203,18 @@ def main() -> None:
             served = wait_ready(base_url, process, log)
             lines.insert(1, f"{engine} {args.vllm_args}: ready {time.monotonic() - started:.0f} s "
                             "after start")
-            for mix in args.mixes:
-                for rate in args.rates:
-                    result = run_rate(args, base_url, pick_models(served, mix), rate, dataset,
-                                      result_dir, engine)
-                    lines.append(row(engine, mix, rate, result))
-                    print(lines[-1], flush=True)
+            for _ in range(args.repeat):
+                for mix in args.mixes:
+                    for rate in args.rates:
+                        result = run_rate(args, base_url, pick_models(served, mix), rate,
+                                          dataset, result_dir, engine)
+                        results.setdefault((engine, rate), {}).setdefault(mix, []).append(result)
+                        lines.append(row(engine, mix, rate, result))
+                        print(lines[-1], flush=True)
         finally:
             os.killpg(process.pid, 15)
             process.wait(timeout=60)
+    lines += adapter_cost_summary(results)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -16,8 +16,10 @@ mixes the base model and several adapters in one batch:
 Here every slot's factors are applied to every token in one GEMM
 (``x @ A_all^T``: tokens × (slots · rank), a few dozen columns), and a 0/1 slot mask
 keeps each token's own slot; tokens with ``-1`` get an all-zero mask, i.e. no LoRA.
-Valid rows compute the same products in the same dtypes as vLLM's ops (shrink in
-fp32, expand in the model's dtype).
+Both products run in the model's dtype through vLLM's own oneDNN matmul with the factors
+packed once per adapter load. vLLM's torch ops accumulate the shrink in fp32 and round it
+to the model's dtype before the expand, as oneDNN does inside one matmul, so rows with an
+adapter come out bit for bit as vLLM computes them (tests/test_serve_lora_cpu.py).
 
 It is installed as a vLLM general plugin (``pyproject.toml``: ``vllm.general_plugins``),
 which vLLM loads in every process, and is active on the CPU platform only. Set
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,19 +91,35 @@ def expand(h: torch.Tensor, lora_b: torch.Tensor, mask: torch.Tensor,
 
 @dataclass
 class _PackedLayer:
-    """One adapted layer's factors for every slot, laid out for ``add_lora_linear``:
-    A for all slices and slots (in, slices · slots · rank) in fp32, and B block-diagonal
-    over slices ((slices · slots · rank), out) in the model's dtype."""
+    """One adapted layer's factors for every slot, laid out for ``add_lora_linear``: A for
+    all slices and slots (in × slices · slots · rank) and B block-diagonal over slices
+    (slices · slots · rank × out), both in the model's dtype, each behind a matmul that
+    oneDNN has prepared for it (vLLM's own CPU GEMM) where vLLM's build has one."""
 
     versions: tuple[int, ...]
     a_all: torch.Tensor
     b_blocks: torch.Tensor
+    shrink: Callable[[torch.Tensor], torch.Tensor]
+    expand: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _matmul(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> x @ weight (in × out), through oneDNN with the weight packed once if possible."""
+    from vllm import _custom_ops as ops
+
+    if ops._supports_onednn:
+        try:
+            handler = ops.create_onednn_mm(weight, 32)
+            return lambda x: ops.onednn_mm(handler, x, None)
+        except RuntimeError as error:  # an unsupported dtype or shape: plain torch
+            log.warning("oneDNN matmul unavailable for LoRA (%s): using torch", error)
+    return lambda x: x @ weight
 
 
 def pack_layer(lora_a_stacked: tuple[torch.Tensor, ...], lora_b_stacked: tuple[torch.Tensor, ...],
                dtype: torch.dtype) -> _PackedLayer:
     slots, _, rank, width = lora_a_stacked[0].shape
-    a_all = torch.cat([a.reshape(slots * rank, width) for a in lora_a_stacked]).float().T
+    a_all = torch.cat([a.reshape(slots * rank, width) for a in lora_a_stacked]).to(dtype).T
     outs = [b.shape[2] for b in lora_b_stacked]
     b_blocks = torch.zeros(len(outs) * slots * rank, sum(outs), dtype=dtype)
     row, col = 0, 0
@@ -108,7 +127,8 @@ def pack_layer(lora_a_stacked: tuple[torch.Tensor, ...], lora_b_stacked: tuple[t
         b_blocks[row: row + slots * rank, col: col + out] = (
             lora_b.reshape(slots, out, rank).transpose(1, 2).reshape(slots * rank, out))
         row, col = row + slots * rank, col + out
-    return _PackedLayer(_versions(lora_a_stacked, lora_b_stacked), a_all.contiguous(), b_blocks)
+    return _PackedLayer(_versions(lora_a_stacked, lora_b_stacked), a_all, b_blocks,
+                        _matmul(a_all), _matmul(b_blocks))
 
 
 def _versions(*stacks: tuple[torch.Tensor, ...]) -> tuple[int, ...]:
@@ -171,11 +191,11 @@ class PunicaWrapperQtune(_vllm_cpu_wrapper()):  # type: ignore[misc]
         mask = self._mask(slots, x.shape[0])
         # Each token's rank vector stays in its own slot's block, zeros elsewhere: that
         # row times the block-diagonal B applies exactly that token's adapter.
-        blocks = (x.float() @ packed.a_all).view(x.shape[0], len(output_slices), slots, -1)
-        blocks = blocks * mask[:, None, :, None]
+        blocks = packed.shrink(x.to(y.dtype)).view(x.shape[0], len(output_slices), slots, -1)
+        blocks = blocks * mask.to(y.dtype)[:, None, :, None]
         if scale != 1.0:
             blocks = blocks * scale
-        delta = blocks.view(x.shape[0], -1).to(y.dtype) @ packed.b_blocks
+        delta = packed.expand(blocks.view(x.shape[0], -1))
         y_2d = y.view(-1, y.shape[-1])
         if add_inputs:
             y_2d[:, : delta.shape[1]] += delta
