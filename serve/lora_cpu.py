@@ -188,19 +188,20 @@ class PunicaWrapperQtune(_vllm_cpu_wrapper()):  # type: ignore[misc]
         packed = self._packed(lora_a_stacked, lora_b_stacked, y.dtype)
         x = x.view(-1, x.shape[-1])
         slots = lora_a_stacked[0].shape[0]
-        mask = self._mask(slots, x.shape[0])
+        mask = self._mask(slots, x.shape[0]).to(y.dtype)[:, None, :, None]
         # Each token's rank vector stays in its own slot's block, zeros elsewhere: that
         # row times the block-diagonal B applies exactly that token's adapter.
         blocks = packed.shrink(x.to(y.dtype)).view(x.shape[0], len(output_slices), slots, -1)
-        blocks = blocks * mask.to(y.dtype)[:, None, :, None]
+        blocks.mul_(mask)
         if scale != 1.0:
-            blocks = blocks * scale
+            blocks.mul_(scale)
         delta = packed.expand(blocks.view(x.shape[0], -1))
-        y_2d = y.view(-1, y.shape[-1])
+        y_2d = y.view(-1, y.shape[-1])[:, : delta.shape[1]]
         if add_inputs:
-            y_2d[:, : delta.shape[1]] += delta
+            y_2d.add_(delta)
         else:
-            y_2d[:, : delta.shape[1]] = delta
+            y_2d.copy_(delta)
+
     def add_shrink(self, y: Any, x: torch.Tensor, lora_a_stacked: tuple[torch.Tensor, ...],
                    scale: float, **kwargs: Any) -> None:
         if self._skip():
