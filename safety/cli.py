@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare = commands.add_parser(
         "compare", help="character n-grams against the model's hidden states, on dev",
         description="The measurement behind the choice of features (loads the embedded model).")
+    compare.add_argument("--curve", action="store_true",
+                         help="also fit on 25%% / 50%% / 100%% of train (learning curves): "
+                         "how far more labelled messages of this kind would go")
     compare.set_defaults(func=_compare)
     check = commands.add_parser("check", help="run the detector on messages given as arguments")
     check.add_argument("messages", nargs="+", help="user messages, oldest first")
@@ -64,7 +67,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from qtune.safety.compare import compare
 
-    for name, langs in compare().items():
+    for name, langs in compare(curve=args.curve).items():
         print(f"{name}: " + "; ".join(f"{lang} {text}" for lang, text in langs.items()))
     return 0
 
