@@ -119,7 +119,7 @@ def budget_words(facts: dict[str, AdapterFacts]) -> str | None:
     if rates:
         text += (
             " Learning rates differ by method (" + ", ".join(f"{n} {lr:g}" for n, lr in rates.items())
-            + "): part of a loss difference may come from the rate rather than the method "
-            "(docs/ablations.md retrains LoRA at QWTH's rate)."
+            + "); the fair comparison, every method at its own tuned rate over three seeds, "
+            "is docs/study.md."
         )
     return text
