@@ -91,16 +91,17 @@ def expand(h: torch.Tensor, lora_b: torch.Tensor, mask: torch.Tensor,
 
 @dataclass
 class _PackedLayer:
-    """One adapted layer's factors for every slot, laid out for ``add_lora_linear``: A for
-    all slices and slots (in × slices · slots · rank) and B block-diagonal over slices
-    (slices · slots · rank × out), both in the model's dtype, each behind a matmul that
+    """One adapted layer's factors laid out for ``add_lora_linear``. Only the (slice, slot)
+    blocks whose A and B are both non-zero are kept (the k slice of an adapter that adapts
+    q and v, empty slots): A for those blocks side by side (in × blocks · rank) and B
+    block-diagonal ((blocks · rank) × out), in the model's dtype, each behind a matmul that
     oneDNN has prepared for it (vLLM's own CPU GEMM) where vLLM's build has one."""
 
     versions: tuple[int, ...]
-    a_all: torch.Tensor
-    b_blocks: torch.Tensor
-    shrink: Callable[[torch.Tensor], torch.Tensor]
-    expand: Callable[[torch.Tensor], torch.Tensor]
+    slots: torch.Tensor  # the slot of each kept block, to pick a token's mask entries
+    rank: int
+    shrink: Callable[[torch.Tensor], torch.Tensor] | None  # None: every block is zero
+    expand: Callable[[torch.Tensor], torch.Tensor] | None
 
 
 def _matmul(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -118,17 +119,21 @@ def _matmul(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def pack_layer(lora_a_stacked: tuple[torch.Tensor, ...], lora_b_stacked: tuple[torch.Tensor, ...],
                dtype: torch.dtype) -> _PackedLayer:
-    slots, _, rank, width = lora_a_stacked[0].shape
-    a_all = torch.cat([a.reshape(slots * rank, width) for a in lora_a_stacked]).to(dtype).T
+    num_slots, _, rank, _ = lora_a_stacked[0].shape
     outs = [b.shape[2] for b in lora_b_stacked]
-    b_blocks = torch.zeros(len(outs) * slots * rank, sum(outs), dtype=dtype)
-    row, col = 0, 0
-    for lora_b, out in zip(lora_b_stacked, outs, strict=True):
-        b_blocks[row: row + slots * rank, col: col + out] = (
-            lora_b.reshape(slots, out, rank).transpose(1, 2).reshape(slots * rank, out))
-        row, col = row + slots * rank, col + out
-    return _PackedLayer(_versions(lora_a_stacked, lora_b_stacked), a_all, b_blocks,
-                        _matmul(a_all), _matmul(b_blocks))
+    starts = [sum(outs[:i]) for i in range(len(outs))]
+    kept = [(piece, slot) for piece in range(len(outs)) for slot in range(num_slots)
+            if lora_a_stacked[piece][slot].any() and lora_b_stacked[piece][slot].any()]
+    versions = _versions(lora_a_stacked, lora_b_stacked)
+    if not kept:
+        return _PackedLayer(versions, torch.empty(0, dtype=torch.long), rank, None, None)
+    a_all = torch.cat([lora_a_stacked[p][s, 0] for p, s in kept]).to(dtype).T
+    b_blocks = torch.zeros(len(kept) * rank, sum(outs), dtype=dtype)
+    for block, (piece, slot) in enumerate(kept):
+        b_blocks[block * rank: (block + 1) * rank, starts[piece]: starts[piece] + outs[piece]] = (
+            lora_b_stacked[piece][slot, 0].T)
+    slots = torch.tensor([slot for _, slot in kept])
+    return _PackedLayer(versions, slots, rank, _matmul(a_all), _matmul(b_blocks))
 
 
 def _versions(*stacks: tuple[torch.Tensor, ...]) -> tuple[int, ...]:
@@ -186,13 +191,16 @@ class PunicaWrapperQtune(_vllm_cpu_wrapper()):  # type: ignore[misc]
                 y.zero_()
             return
         packed = self._packed(lora_a_stacked, lora_b_stacked, y.dtype)
+        if packed.shrink is None or packed.expand is None:  # no adapter has weights here
+            if not add_inputs:
+                y.zero_()
+            return
         x = x.view(-1, x.shape[-1])
-        slots = lora_a_stacked[0].shape[0]
-        mask = self._mask(slots, x.shape[0]).to(y.dtype)[:, None, :, None]
-        # Each token's rank vector stays in its own slot's block, zeros elsewhere: that
-        # row times the block-diagonal B applies exactly that token's adapter.
-        blocks = packed.shrink(x.to(y.dtype)).view(x.shape[0], len(output_slices), slots, -1)
-        blocks.mul_(mask)
+        mask = self._mask(lora_a_stacked[0].shape[0], x.shape[0])
+        # Each token's rank vector stays in the blocks of its own slot, zeros elsewhere:
+        # that row times the block-diagonal B applies exactly that token's adapter.
+        blocks = packed.shrink(x.to(y.dtype)).view(x.shape[0], len(packed.slots), packed.rank)
+        blocks.mul_(mask[:, packed.slots].to(y.dtype).unsqueeze(2))
         if scale != 1.0:
             blocks.mul_(scale)
         delta = packed.expand(blocks.view(x.shape[0], -1))

@@ -61,6 +61,25 @@ def test_rows_with_an_adapter_match_vllm_and_rows_without_get_none(dtype: torch.
     assert not torch.equal(ours[~with_adapter], theirs[~with_adapter])  # vLLM's -1 bug
 
 
+def test_zero_blocks_are_skipped_without_changing_the_result() -> None:
+    """An adapter of q and v leaves the k slice zero; an empty slot is zero everywhere."""
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    indices = [0, 1, 2, 3, 3, 1]
+    x = torch.randn(len(indices), WIDTH).bfloat16()
+    lora_a, lora_b = _weights(4)
+    lora_a[1].zero_()  # no adapter adapts k
+    for a in lora_a:
+        a[3].zero_()  # slot 3 holds no adapter
+    ours = _apply(_wrapper(PunicaWrapperQtune, indices), x, lora_a, lora_b)
+    assert torch.equal(ours, _apply(_wrapper(PunicaWrapperCPU, indices), x, lora_a, lora_b))
+    assert torch.equal(ours[3:5], torch.ones_like(ours[3:5]))
+    for a in lora_a:
+        a.zero_()
+    assert torch.equal(_apply(_wrapper(PunicaWrapperQtune, indices), x, lora_a, lora_b),
+                       torch.ones(len(indices), sum(SLICES), dtype=torch.bfloat16))
+
+
 def test_the_split_shrink_and_expand_agree_with_the_fused_path() -> None:
     indices = [2, -1, 0, 1]
     x = torch.randn(len(indices), WIDTH).bfloat16()
