@@ -142,6 +142,17 @@ def _versions(*stacks: tuple[torch.Tensor, ...]) -> tuple[int, ...]:
     return tuple(t._version for stack in stacks for t in stack)
 
 
+def _delta(packed: _PackedLayer, x: torch.Tensor, mask: torch.Tensor, scale: float,
+           dtype: torch.dtype) -> torch.Tensor:
+    """Each token's LoRA output: its rank vector stays in the blocks of its own slot (zeros
+    elsewhere), so that row times the block-diagonal B applies exactly its adapter."""
+    blocks = packed.shrink(x.to(dtype)).view(x.shape[0], len(packed.slots), packed.rank)
+    blocks.mul_(mask[:, packed.slots].to(dtype).unsqueeze(2))
+    if scale != 1.0:
+        blocks.mul_(scale)
+    return packed.expand(blocks.view(x.shape[0], -1))
+
+
 def _vllm_cpu_wrapper() -> type:
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
@@ -191,24 +202,38 @@ class PunicaWrapperQtune(_vllm_cpu_wrapper()):  # type: ignore[misc]
                 y.zero_()
             return
         packed = self._packed(lora_a_stacked, lora_b_stacked, y.dtype)
-        if packed.shrink is None or packed.expand is None:  # no adapter has weights here
+        if packed.shrink is None:  # no adapter has weights here
             if not add_inputs:
                 y.zero_()
             return
         x = x.view(-1, x.shape[-1])
-        mask = self._mask(lora_a_stacked[0].shape[0], x.shape[0])
-        # Each token's rank vector stays in the blocks of its own slot, zeros elsewhere:
-        # that row times the block-diagonal B applies exactly that token's adapter.
-        blocks = packed.shrink(x.to(y.dtype)).view(x.shape[0], len(packed.slots), packed.rank)
-        blocks.mul_(mask[:, packed.slots].to(y.dtype).unsqueeze(2))
-        if scale != 1.0:
-            blocks.mul_(scale)
-        delta = packed.expand(blocks.view(x.shape[0], -1))
+        delta = _delta(packed, x, self._mask(lora_a_stacked[0].shape[0], x.shape[0]),
+                       scale, y.dtype)
         y_2d = y.view(-1, y.shape[-1])[:, : delta.shape[1]]
         if add_inputs:
             y_2d.add_(delta)
         else:
             y_2d.copy_(delta)
+
+    def add_lora_logits(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked: torch.Tensor,
+                        lora_b_stacked: torch.Tensor, scale: float, **kwargs: Any) -> None:
+        """LoRA on the LM head (only with every layer enabled, --allow-runtime-lora). vLLM's
+        CPU version crashes the engine when a request asks for prompt log-probabilities
+        (one row per prompt token against one adapter index per request); here an LM head
+        no adapter adapts costs nothing, and rows that cannot be matched to requests get no
+        LoRA, with a warning, instead of killing the server."""
+        packed = self._packed((lora_a_stacked,), (lora_b_stacked,), y.dtype)
+        if packed.shrink is None:
+            return
+        x = x.view(-1, x.shape[-1])
+        indices = self.sampler_indices
+        if indices.shape[0] != x.shape[0]:
+            log.warning("LM-head LoRA skipped for %d logit rows of %d requests (prompt "
+                        "log-probabilities)", x.shape[0], indices.shape[0])
+            return
+        delta = _delta(packed, x, slot_mask(indices, lora_a_stacked.shape[0]), scale, y.dtype)
+        width = min(delta.shape[1], y.shape[-1])
+        y.view(-1, y.shape[-1])[:, :width].add_(delta[:, :width])
 
     def add_shrink(self, y: Any, x: torch.Tensor, lora_a_stacked: tuple[torch.Tensor, ...],
                    scale: float, **kwargs: Any) -> None:

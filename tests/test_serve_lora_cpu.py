@@ -28,6 +28,7 @@ def _wrapper(cls: type, indices: list[int]):
     wrapper = cls(1024, 64, "cpu")
     index = torch.tensor(indices)
     wrapper._token_lora_indices[: len(index)] = index
+    wrapper._sampler_indices[: len(index)] = index  # one row per request, as when sampling
     wrapper.indices_len[:] = [len(index)] * 4
     wrapper._update_prefill_metadata(wrapper.token_lora_indices)
     wrapper.is_prefill = True  # vLLM's V1 runner always takes the prefill path
@@ -92,6 +93,34 @@ def test_the_split_shrink_and_expand_agree_with_the_fused_path() -> None:
     wrapper.add_expand(split, buffers, lora_b, SLICES)
     assert torch.allclose(fused.float(), split.float(), rtol=2e-2, atol=2e-2)
     assert torch.equal(split[1], torch.ones_like(split[1]))
+
+
+def test_lm_head_lora_matches_vllm_and_never_crashes_the_engine() -> None:
+    """With every layer enabled (--allow-runtime-lora) the LM head has LoRA too. vLLM's CPU
+    version raises (and the engine dies) when a request asks for prompt log-probabilities:
+    more logit rows than requests."""
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    vocab, indices = 96, [1, -1, 0]
+    gen = torch.Generator().manual_seed(5)
+    lora_a = torch.randn(SLOTS, 1, RANK, WIDTH, generator=gen).bfloat16()
+    lora_b = torch.randn(SLOTS, 1, vocab, RANK, generator=gen).bfloat16()
+    x = torch.randn(len(indices), WIDTH).bfloat16()
+
+    def logits(cls, rows: torch.Tensor, a=lora_a, b=lora_b) -> torch.Tensor:
+        y = torch.ones(rows.shape[0], vocab, dtype=torch.bfloat16)
+        _wrapper(cls, indices).add_lora_logits(y, rows, a, b, 1.0)
+        return y
+
+    ours, theirs = logits(PunicaWrapperQtune, x), logits(PunicaWrapperCPU, x)
+    assert torch.equal(ours[[0, 2]], theirs[[0, 2]])
+    assert torch.equal(ours[1], torch.ones_like(ours[1]))
+    prompt_rows = torch.randn(7, WIDTH).bfloat16()
+    with pytest.raises(RuntimeError):
+        logits(PunicaWrapperCPU, prompt_rows)
+    assert torch.equal(logits(PunicaWrapperQtune, prompt_rows), torch.ones(7, vocab).bfloat16())
+    no_head_adapter = logits(PunicaWrapperQtune, x, lora_a, torch.zeros_like(lora_b))
+    assert torch.equal(no_head_adapter, torch.ones_like(no_head_adapter))
 
 
 def test_weights_loaded_into_a_slot_are_picked_up() -> None:
