@@ -129,7 +129,8 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
     lines = [
         f"# Study `{study.name}`: {study.title}", "",
         f"Produced by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on "
-        f"{cpu_text()}. {len(rows)} of about {planned} runs done, {hours:.1f} hours of "
+        f"{cpu_text()}. {len(rows)} runs done ({planned} planned before sweeps whose best rate "
+        f"was at an edge were extended), {hours:.1f} hours of "
         "training in all" + ("." if len(rows) >= planned else
                              " — **incomplete: the answers below are provisional**."), "",
         f"Every run: {budget.steps} steps x batch {budget.batch_size} x {budget.seq_len} tokens, "
