@@ -58,7 +58,7 @@ def test_report_from_adapter_files(command: str, tmp_path: Path,
     mean_lora, mean_qwth = (2.0 + 1.5 + 1.0) / 3, (2.0 + 1.6 + 1.2) / 3
     assert f"| math | 3 | {mean_lora:.3f} | {mean_qwth:.3f} |" in report
     assert "not reproduced: QWTH does not reach a lower training loss" in report
-    assert "but the methods used different learning rates" in report
+    assert "each method trained at its own learning rate" in report
     assert "No model evaluation in this run" in report
     assert "math-lora 3 steps" in report
     assert "Learning rates differ by method (math-lora 0.0002, math-qwth 0.002)" in report

@@ -228,7 +228,8 @@ def claims_table(
             else "mixed"
         )
         if differing_learning_rates(facts):
-            verdict += "; but the methods used different learning rates (see the notes)"
+            verdict += ("; each method trained at its own learning rate (see the notes; "
+                        "docs/study.md compares them at tuned rates over seeds)")
         lines.append(f"| {SEED_CLAIMS['training']} | {'; '.join(parts)} | {verdict} |")
 
     lora_err = _metric(results, "counselling", "counselling-lora", "error_rate")
