@@ -152,7 +152,8 @@ def test_the_switch_selects_the_wrapper(monkeypatch: pytest.MonkeyPatch) -> None
     from vllm.platforms import current_platform
 
     platform = type(current_platform)
-    monkeypatch.setattr(platform, "get_punica_wrapper", platform.get_punica_wrapper)
+    vllm_own = "vllm.lora.punica_wrapper.punica_cpu.PunicaWrapperCPU"  # also if already loaded
+    monkeypatch.setattr(platform, "get_punica_wrapper", classmethod(lambda cls: vllm_own))
     monkeypatch.setenv(lora_cpu.SWITCH, "vllm")
     lora_cpu.register()
     assert current_platform.get_punica_wrapper().endswith("PunicaWrapperCPU")
