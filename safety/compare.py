@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from qtune.safety.classifier import Features, fit
 from qtune.safety.dataset import load_messages
-from qtune.safety.train import NGRAM_RANGES, TARGET_RECALL, threshold_for_recall
+from qtune.safety.train import NGRAM_RANGES, TARGET_RECALL, TUNED_LANGS, threshold_for_recall
 
 HIDDEN_LAYERS = (8, 16, 24)
 #: Parts of the train split for the learning curve (random subsets, several draws each):
@@ -30,7 +30,7 @@ def _summary(scores: np.ndarray, crisis: np.ndarray, langs: np.ndarray) -> dict[
 def false_alarm_rates(scores: np.ndarray, crisis: np.ndarray, langs: np.ndarray) -> dict[str, float]:
     """Per language, the share of safe messages flagged at the threshold keeping 95% recall."""
     rates = {}
-    for lang in ("en", "zh"):
+    for lang in TUNED_LANGS:
         mask = langs == lang
         threshold = threshold_for_recall(scores[mask], crisis[mask], TARGET_RECALL)
         rates[lang] = float(np.mean(scores[mask][~crisis[mask]] >= threshold))
@@ -49,7 +49,7 @@ def learning_curve(fit_and_score, n_train: int, crisis: np.ndarray,
                      n_train, int(fraction * n_train), replace=False))), crisis, langs)
                  for _ in range(draws)]
         rows[f"{fraction:.0%} of train"] = {lang: f"false alarms {np.mean([r[lang] for r in rates]):.0%}"
-                                            for lang in ("en", "zh")}
+                                            for lang in TUNED_LANGS}
     return rows
 
 
@@ -73,53 +73,55 @@ def hidden_states(texts: list[str], layers: tuple[int, ...]) -> dict[int, np.nda
     return {layer: np.concatenate(parts) for layer, parts in pooled.items()}
 
 
-def compare(curve: bool = False) -> dict[str, dict[str, str]]:
+def _ngram_scores(texts: list[str], labels: list[bool], dev_texts: list[str],
+                  features: Features) -> np.ndarray:
+    return fit(texts, labels, features, c=10.0).probabilities(dev_texts)
+
+
+def _hidden_state_scores(train: np.ndarray, labels: np.ndarray, dev: np.ndarray) -> np.ndarray:
+    """Standardised hidden states, a balanced logistic regression; dev decision values."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    scaler = StandardScaler().fit(train)
+    regression = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced")
+    regression.fit(scaler.transform(train), labels)
+    return regression.decision_function(scaler.transform(dev))
+
+
+def compare(curve: bool = False) -> dict[str, dict[str, str]]:
     train, dev = load_messages("train"), load_messages("dev")
+    texts, dev_texts = [m.text for m in train], [m.text for m in dev]
+    labels = np.array([m.is_crisis for m in train])
     crisis = np.array([m.is_crisis for m in dev])
     langs = np.array([m.lang for m in dev])
     rows = {}
     for low, high in NGRAM_RANGES:
-        model = fit([m.text for m in train], [m.is_crisis for m in train],
-                    Features(low, high), c=10.0)
-        rows[f"char {low}-{high}-grams"] = _summary(
-            model.probabilities([m.text for m in dev]), crisis, langs)
-    features = hidden_states([m.text for m in train + dev], HIDDEN_LAYERS)
-    labels = [m.is_crisis for m in train]
+        scores = _ngram_scores(texts, list(labels), dev_texts, Features(low, high))
+        rows[f"char {low}-{high}-grams"] = _summary(scores, crisis, langs)
+    features = hidden_states(texts + dev_texts, HIDDEN_LAYERS)
     for layer, matrix in features.items():
-        scaler = StandardScaler().fit(matrix[:len(train)])
-        regression = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced")
-        regression.fit(scaler.transform(matrix[:len(train)]), labels)
-        scores = regression.decision_function(scaler.transform(matrix[len(train):]))
+        scores = _hidden_state_scores(matrix[:len(train)], labels, matrix[len(train):])
         rows[f"hidden states, layer {layer}"] = _summary(scores, crisis, langs)
     if curve:
-        rows |= _curves(train, dev, features[16], crisis, langs)
+        rows |= _curves(texts, labels, dev_texts, features[16], crisis, langs)
     return rows
 
 
-def _curves(train, dev, hidden: np.ndarray, crisis: np.ndarray,
-            langs: np.ndarray) -> dict[str, dict[str, str]]:
-    """Learning curves of the shipped n-grams (1-4, C=10) and of layer-16 hidden states."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    texts, labels = [m.text for m in train], np.array([m.is_crisis for m in train])
-    dev_texts = [m.text for m in dev]
+def _curves(texts: list[str], labels: np.ndarray, dev_texts: list[str], hidden: np.ndarray,
+            crisis: np.ndarray, langs: np.ndarray) -> dict[str, dict[str, str]]:
+    """Learning curves of the shipped n-grams (1-4) and of layer-16 hidden states."""
+    n_train = len(texts)
 
     def ngrams(rows: np.ndarray) -> np.ndarray:
-        model = fit([texts[i] for i in rows], list(labels[rows]), Features(1, 4), c=10.0)
-        return model.probabilities(dev_texts)
+        return _ngram_scores([texts[i] for i in rows], list(labels[rows]), dev_texts,
+                             Features(1, 4))
 
     def states(rows: np.ndarray) -> np.ndarray:
-        scaler = StandardScaler().fit(hidden[rows])
-        regression = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced")
-        regression.fit(scaler.transform(hidden[rows]), labels[rows])
-        return regression.decision_function(scaler.transform(hidden[len(train):]))
+        return _hidden_state_scores(hidden[rows], labels[rows], hidden[n_train:])
 
     found = {}
     for name, fit_and_score in (("char 1-4-grams", ngrams), ("hidden states, layer 16", states)):
-        for part, rates in learning_curve(fit_and_score, len(train), crisis, langs).items():
+        for part, rates in learning_curve(fit_and_score, n_train, crisis, langs).items():
             found[f"{name}, {part}"] = rates
     return found
