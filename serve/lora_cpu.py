@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
 log = logging.getLogger(__name__)
 
@@ -153,28 +154,24 @@ def _delta(packed: _PackedLayer, x: torch.Tensor, mask: torch.Tensor, scale: flo
     return packed.expand(blocks.view(x.shape[0], -1))
 
 
-def _vllm_cpu_wrapper() -> type:
-    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
-
-    return PunicaWrapperCPU
-
-
-class PunicaWrapperQtune(_vllm_cpu_wrapper()):  # type: ignore[misc]
+class PunicaWrapperQtune(PunicaWrapperCPU):
     """vLLM's CPU wrapper with qtune's LoRA products. ``add_lora_linear`` (every adapted
     projection) is two GEMMs per layer over factors packed once per adapter load;
     ``add_shrink``/``add_expand`` (vLLM's sharded layers) use the same masking."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._masks: dict[int, torch.Tensor] = {}  # per step: slot count -> token mask
+        self._packed_layers: dict[int, _PackedLayer] = {}  # per layer, until weights change
+
     def update_metadata(self, *args: Any, **kwargs: Any) -> None:
         super().update_metadata(*args, **kwargs)
-        self._masks: dict[int, torch.Tensor] = {}
+        self._masks = {}
 
     def _mask(self, num_slots: int, num_tokens: int) -> torch.Tensor:
-        masks = getattr(self, "_masks", None)
-        if masks is None:
-            masks = self._masks = {}
-        if num_slots not in masks:
-            masks[num_slots] = slot_mask(self.token_lora_indices, num_slots)
-        mask = masks[num_slots]
+        if num_slots not in self._masks:
+            self._masks[num_slots] = slot_mask(self.token_lora_indices, num_slots)
+        mask = self._masks[num_slots]
         if mask.shape[0] != num_tokens:
             raise RuntimeError(f"LoRA mapping has {mask.shape[0]} tokens, the layer "
                                f"{num_tokens}: set {SWITCH}=vllm and report this")
@@ -185,11 +182,10 @@ class PunicaWrapperQtune(_vllm_cpu_wrapper()):  # type: ignore[misc]
 
     def _packed(self, lora_a_stacked: tuple[torch.Tensor, ...],
                 lora_b_stacked: tuple[torch.Tensor, ...], dtype: torch.dtype) -> _PackedLayer:
-        cache: dict[int, _PackedLayer] = self.__dict__.setdefault("_packed_layers", {})
         key = lora_a_stacked[0].data_ptr()
-        packed = cache.get(key)
+        packed = self._packed_layers.get(key)
         if packed is None or packed.versions != _versions(lora_a_stacked, lora_b_stacked):
-            packed = cache[key] = pack_layer(lora_a_stacked, lora_b_stacked, dtype)
+            packed = self._packed_layers[key] = pack_layer(lora_a_stacked, lora_b_stacked, dtype)
         return packed
 
     def add_lora_linear(self, y: torch.Tensor, x: torch.Tensor,
@@ -197,12 +193,8 @@ class PunicaWrapperQtune(_vllm_cpu_wrapper()):  # type: ignore[misc]
                         lora_b_stacked: tuple[torch.Tensor, ...], scale: float,
                         output_slices: tuple[int, ...], *, add_inputs: bool = True,
                         **kwargs: Any) -> None:
-        if self._skip():
-            if not add_inputs:
-                y.zero_()
-            return
-        packed = self._packed(lora_a_stacked, lora_b_stacked, y.dtype)
-        if packed.shrink is None:  # no adapter has weights here
+        packed = None if self._skip() else self._packed(lora_a_stacked, lora_b_stacked, y.dtype)
+        if packed is None or packed.shrink is None:  # no LoRA token, or no weights here
             if not add_inputs:
                 y.zero_()
             return

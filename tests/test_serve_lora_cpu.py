@@ -32,7 +32,6 @@ def _wrapper(cls: type, indices: list[int]):
     wrapper.indices_len[:] = [len(index)] * 4
     wrapper._update_prefill_metadata(wrapper.token_lora_indices)
     wrapper.is_prefill = True  # vLLM's V1 runner always takes the prefill path
-    wrapper._masks = {}
     return wrapper
 
 
