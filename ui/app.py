@@ -18,6 +18,7 @@ the user and never swallowed: an unsaved vote stays on screen and can be sent ag
 from __future__ import annotations
 
 import logging
+import threading
 
 import gradio as gr
 from qtune.data.prompts import SYSTEM_PROMPTS
@@ -26,7 +27,7 @@ from qtune.ui.compare import VOTE_BUTTONS, CompareHandlers, compare_tab
 from qtune.ui.history import HistoryHandlers, history_tab
 from qtune.ui.leaderboard import LeaderboardHandlers, leaderboard_tab
 from qtune.ui.login import ThrottledLogin
-from qtune.ui.safety import COUNSELLING_NOTICE, NOTICE_ASSISTANTS
+from qtune.ui.safety import COUNSELLING_NOTICE, NOTICE_ASSISTANTS, warm_up
 from qtune.ui.state import DEFAULT_TEMPERATURE, RECOVERY_POLL_S
 
 from qtune.config import settings
@@ -237,6 +238,8 @@ def launch(
             "the UI listens on %s without a login: anyone who can reach this address can use "
             "the models and vote. Pass --auth USER:PASSWORD.", host)
     demo = build_app(ui)
+    # The crisis classifier's encoder takes seconds to load: not on someone's first message.
+    threading.Thread(target=warm_up, name="safety-warm-up", daemon=True).start()
     demo.queue(default_concurrency_limit=8)
     demo.launch(
         server_name=host, server_port=port or settings().ui_port,

@@ -16,6 +16,7 @@ from qtune.safety.detector import (  # noqa: F401  (the UI's and other code's en
     is_crisis,
     is_crisis_conversation,
     is_unsafe_answer,
+    warm_up,
 )
 
 CRISIS_RESOURCES = """\
