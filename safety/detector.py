@@ -28,6 +28,13 @@ def crisis_model() -> CrisisModel:
     return CrisisModel.load()
 
 
+@lru_cache(maxsize=4096)
+def classifier_flags(text: str) -> bool:
+    """The classifier's verdict on one text, remembered: the UI checks the whole conversation
+    on every turn, and each earlier message would otherwise cost another encoder pass."""
+    return bool(crisis_model().flags([text])[0])
+
+
 def warm_up() -> None:
     """Load the classifier and its encoder now (seconds), not on the first message."""
     try:
@@ -41,7 +48,7 @@ def check_message(text: str, classifier: bool = True) -> Verdict:
     """Patterns, then (unless ``classifier`` is False) the classifier."""
     if matches_crisis_pattern(text):
         return Verdict(True, "pattern")
-    if classifier and text.strip() and crisis_model().flags([text])[0]:
+    if classifier and text.strip() and classifier_flags(text):
         return Verdict(True, "classifier")
     return Verdict(False)
 
@@ -57,7 +64,7 @@ def check_conversation(user_messages: list[str], window: int = CONVERSATION_WIND
     if not classifier:
         return Verdict(False)
     recent = [text for text in user_messages[-window:] if text.strip()]
-    if len(recent) > 1 and crisis_model().flags(["\n".join(recent)])[0]:
+    if len(recent) > 1 and classifier_flags("\n".join(recent)):
         return Verdict(True, "conversation")
     return Verdict(False)
 

@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from qtune.safety.classifier import CrisisModel, EncoderFeatures, Features, fit, fit_states
+from qtune.safety.classifier import (
+    CrisisModel,
+    EncoderFeatures,
+    Features,
+    encoder_states,
+    fit,
+    fit_states,
+)
 from qtune.safety.dataset import Message, load_messages, training_data_hash
 
 #: The issue's target; the threshold is set to reach it on dev in each language.
@@ -71,13 +78,8 @@ def _fitted(train: list[Message], dev: list[Message],
             yield model, c, model.probabilities(dev_texts)
     if not encoder:
         return
-    from qtune.safety.encoder import encoder as load_encoder
-
-    layers = tuple(sorted({layer for group in ENCODER_LAYER_SETS for layer in group}))
-    states = load_encoder().embed(texts + dev_texts, layers)
-    for group in ENCODER_LAYER_SETS:
+    for group, chosen in encoder_states(texts + dev_texts, ENCODER_LAYER_SETS).items():
         features = EncoderFeatures(group)
-        chosen = features.select(states)
         for c in ENCODER_C_VALUES:
             model = fit_states(chosen[:len(texts)], labels, features, c)
             yield model, c, model.probabilities_of(chosen[len(texts):])
