@@ -98,6 +98,9 @@ class StudyConfig:
     #: Compare every other method with these (paired by seed); empty: the circuit study's
     #: questions (QWTH against LoRA and against each control).
     compare_to: list[str] = field(default_factory=list)
+    #: The methods run at every seed; the others are screened at the first seed only
+    #: (their sweep). Empty: every method.
+    seeded: list[str] = field(default_factory=list)
 
     @classmethod
     def from_toml(cls, path: Path) -> StudyConfig:
@@ -136,6 +139,10 @@ class StudyConfig:
             if method not in self.methods:
                 raise QtuneError(f"{where}: compare_to names {method!r}, which is not among "
                                  f"the study's methods")
+        for method in self.seeded:
+            if method not in self.methods:
+                raise QtuneError(f"{where}: seeded names {method!r}, which is not among the "
+                                 "study's methods")
         if not self.seeds:
             raise QtuneError(f"{where}: seeds is empty: give at least one seed")
         fixed = sorted(set(self.train) & PER_RUN_KEYS)
@@ -148,6 +155,15 @@ class StudyConfig:
             raise QtuneError(f"{where}: the held-out set is {dev} examples (eval_batches x "
                              f"batch_size); a study needs at least {MIN_DEV_EXAMPLES}")
         return self
+
+    def seeds_of(self, method: str) -> list[int]:
+        """The seeds ``method`` runs at: all of them, or only the sweep's if not seeded."""
+        return self.seeds if not self.seeded or method in self.seeded else self.seeds[:1]
+
+    def planned_runs(self) -> int:
+        """Runs before any sweep is extended: every sweep, then the other seeds."""
+        return len(self.tasks) * sum(len(self.learning_rates[m]) + len(self.seeds_of(m)) - 1
+                                     for m in self.methods)
 
     def run_config(self, task: str, method: str, lr: float, seed: int,
                    output: Path) -> TrainConfig:

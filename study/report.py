@@ -33,13 +33,20 @@ def questions(study: StudyConfig) -> list[tuple[str, str, str]]:
             if a != b and a not in study.compare_to[: study.compare_to.index(b)]]
 
 
-def verdict(diff: tuple[float, float, float, float | None, int]) -> str:
+def verdict(diff: tuple[float, float, float, float | None, int], screened: bool = False) -> str:
     mean, _, _, p, n = diff
+    if screened and n == 1:
+        return f"screened at one seed only (difference {mean:+.4f}; not run at more seeds)"
     if n < 2 or p is None:
         return f"not decided yet ({n} seed{'s' if n != 1 else ''} paired)"
     if p < 0.05:
         return f"**yes** (p = {p:.2g})" if mean < 0 else f"**no**: it is significantly worse (p = {p:.2g})"
     return f"**no**: no significant difference (p = {p:.2g})"
+
+
+def screened_only(study: StudyConfig, a: str, b: str) -> bool:
+    """Whether the question pairs a method the study runs at the sweep's seed only."""
+    return len(study.seeds_of(a)) == 1 or len(study.seeds_of(b)) == 1
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -72,7 +79,7 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
         p = "n/a" if diff[3] is None else f"{diff[3]:.3g}"
         shown = (f"{diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]" if diff[4] else "n/a")
         lines.append(f"| {question} ({a} − {b}) | {shown} | {p} | {diff[4]} | "
-                     f"{verdict(diff)} |")
+                     f"{verdict(diff, screened_only(study, a, b))} |")
     return lines + [""]
 
 
@@ -86,7 +93,7 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
         for task, by_method in summaries.items():
             diff = paired(by_method[a], by_method[b])
             shown = f" ({a} − {b} = {diff[0]:+.4f} over {diff[4]} seeds)" if diff[4] >= 2 else ""
-            answers.append(f"{task}: {verdict(diff)}{shown}")
+            answers.append(f"{task}: {verdict(diff, screened_only(study, a, b))}{shown}")
         lines.append(f"- {question} " + "; ".join(answers) + ".")
     return lines + [""]
 
@@ -124,8 +131,7 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
     rows = [r for r in results.rows.values() if r["task"] in study.tasks]
     hours = sum(float(r.get("seconds") or 0) for r in rows) / 3600
     budget = study.run_config(study.tasks[0], study.methods[0], 1e-3, 0, Path("x"))
-    planned = len(study.tasks) * sum(len(study.learning_rates[m]) + len(study.seeds) - 1
-                                     for m in study.methods)
+    planned = study.planned_runs()
     lines = [
         f"# Study `{study.name}`: {study.title}", "",
         f"Produced by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on "
@@ -140,7 +146,7 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
         f"{budget.eval_batches * budget.batch_size} examples per task (the same for every "
         f"run). Each method's rate is the best of its sweep at seed {study.seeds[0]}; "
         f"seeds {', '.join(map(str, study.seeds))} at that rate give the intervals "
-        "(Student-t, 95%) and the paired tests (paired by seed).", "",
+        "(Student-t, 95%) and the paired tests (paired by seed)" + seeded_text(study), "",
         "Methods: " + "; ".join(f"`{m}`, {METHOD_NOTES[m]}" for m in study.methods) + ".",
         "",
     ]
@@ -152,6 +158,13 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return path
+
+
+def seeded_text(study: StudyConfig) -> str:
+    if not study.seeded or len(study.seeds) < 2:
+        return "."
+    return (f", for {', '.join(f'`{m}`' for m in study.seeded)}; the other methods are "
+            f"screened at seed {study.seeds[0]} only.")
 
 
 def cpu_text() -> str:

@@ -107,23 +107,18 @@ class StudyRunner:
         self.progress = progress
         self.bar: Any = None
 
-    def planned(self) -> int:
-        sweeps = sum(len(self.study.learning_rates[m]) for m in self.study.methods)
-        seeds = len(self.study.methods) * (len(self.study.seeds) - 1)
-        return len(self.study.tasks) * (sweeps + seeds)
-
     def run(self) -> ResultsFile:
         from tqdm.auto import tqdm
 
         done = sum(1 for key in self.results.rows if key[0] in self.study.tasks)  # own methods
-        self.bar = tqdm(total=max(self.planned(), done), initial=done, unit="run",
+        self.bar = tqdm(total=max(self.study.planned_runs(), done), initial=done, unit="run",
                         desc=f"study {self.study.name}", disable=not self.progress,
                         dynamic_ncols=True, position=1)
         try:
             for task in self.study.tasks:  # one task's answer is complete before the next
                 best = {method: self._sweep(task, method) for method in self.study.methods}
                 for method, lr in best.items():
-                    for seed in self.study.seeds[1:]:
+                    for seed in self.study.seeds_of(method)[1:]:
                         self._ensure(task, method, lr, seed, "seeds")
         finally:
             self.bar.close()

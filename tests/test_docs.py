@@ -68,3 +68,23 @@ def test_every_study_method_is_described_and_every_design_documented():
     designs = StudyConfig.from_toml(REPO / "studies" / "designs.toml")
     for method in set(designs.methods) - set(designs.compare_to):  # the references aside
         assert f"`{method}`" in method_doc, method
+
+
+def test_no_markdown_file_holds_control_characters():
+    # A "\t" or "\a" written into a Python string by mistake turns "\frac{\alpha}" into a
+    # tab and a bell: the formula then renders as garbage.
+    for path in [REPO / "README.md", *(REPO / "docs").glob("*.md")]:
+        text = path.read_text()
+        bad = sorted({hex(ord(c)) for c in text if ord(c) < 32 and c != "\n"})
+        assert not bad, f"{path.name}: {bad}"
+
+
+def test_every_study_setting_is_documented():
+    from dataclasses import fields
+
+    from qtune.study.config import StudyConfig
+
+    text = (REPO / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", text.split("## Study files")[1],
+                                flags=re.MULTILINE))
+    assert documented == {f.name for f in fields(StudyConfig)}

@@ -202,3 +202,27 @@ def test_sweep_table_puts_an_extended_rate_in_the_column_of_its_rounded_value(tm
     header, *body = sweep_table(study, results, "math")[2:]
     assert header == "| method | 0.01 |"
     assert "| lora | **1.2000** |" in body and "| qwth | **1.1000** |" in body
+
+
+def test_only_seeded_methods_run_at_every_seed_and_the_report_says_the_rest_were_screened(
+        tmp_path):
+    study = tiny_study(Path("/m"), tmp_path, seeds=[0, 1, 2], seeded=["lora"],
+                       compare_to=["lora"])
+    trained = []
+
+    def loss_by_rate(config):  # the grid's walk is under test here, not training
+        trained.append((config.method, config.lr, config.seed))
+        return {"trainable_parameters": 10, "steps": 2, "wall_seconds": 1.0,
+                "final_train_loss_mean10": 1.0,
+                "final_eval_loss": abs(config.lr - 1e-3) + 0.01 * config.seed}
+
+    StudyRunner(study, train=loss_by_rate, runs_root=tmp_path / "runs", progress=False).run()
+    assert sorted(t for t in trained if t[2] > 0) == [("lora", 1e-3, 1), ("lora", 1e-3, 2)]
+    assert len(trained) == study.planned_runs() == 2 + 2 + 2
+    from qtune.study.report import write_report
+
+    text = write_report(study, StudyRunner(study, train=loss_by_rate, progress=False).results,
+                        tmp_path / "report.md", "qtune study").read_text()
+    assert "screened at one seed only" in text and "for `lora`; the other methods" in text
+    with pytest.raises(QtuneError, match="seeded names 'qtha'"):
+        tiny_study(Path("/m"), tmp_path, seeded=["qtha"])
