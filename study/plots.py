@@ -12,11 +12,15 @@ from qtune.study.summary import summarize
 COLOURS = {"lora": "tab:blue", "lora-r1": "tab:cyan", "qwth": "tab:red",
            "qwth-none": "tab:gray", "qwth-vector": "tab:green", "qwth-frozen": "tab:orange",
            "qwth-expval": "tab:purple", "qwth-layer": "tab:brown", "qwth-nonzero": "tab:pink",
-           "qwth-lr-split": "tab:olive", "qtha": "black"}
+           "qwth-lr-split": "tab:olive", "qwth-cores": "teal", "qtha": "black"}
+#: A swept loss this many times the task's best is a run that diverged: drawn at the top
+#: edge (a triangle) so that it does not squash every other curve into one line.
+OFF_SCALE = 1.25
 
 
 def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -> Path | None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -33,17 +37,13 @@ def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -
             size_axis.errorbar([summary.trainable], [mean],
                                yerr=[[mean - min(values)], [max(values) - mean]],
                                fmt="o", capsize=4, color=colour,
-                               label=f"{method} ({len(values)} seeds)")
-        sweep = sorted((r["lr"], r["heldout_loss"]) for (t, m, _, s), r in results.rows.items()
-                       if (t, m, s) == (task, method, study.seeds[0]))
-        if sweep:
-            rate_axis.plot(*zip(*sweep, strict=True), "o-", color=colour, label=method)
+                               label=f"{method} ({len(values)} seed{'s' * (len(values) > 1)})")
+    plot_sweeps(rate_axis, study, results, task)
     size_axis.set_xscale("log")
+    size_axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(thousands))
+    size_axis.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(thousands))
     size_axis.set_xlabel("trainable parameters (log)")
     size_axis.set_ylabel("held-out loss at the best rate (mean, range over seeds)")
-    rate_axis.set_xscale("log")
-    rate_axis.set_xlabel("peak learning rate (log)")
-    rate_axis.set_ylabel(f"held-out loss (seed {study.seeds[0]})")
     for axis in (size_axis, rate_axis):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
@@ -53,3 +53,34 @@ def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def thousands(value: float, _position: int) -> str:
+    """20k, 50k, 100k: a label at 1, 2 and 5 of each decade only (no overlapping ticks)."""
+    lead = value / 10 ** int(f"{value:e}".split("e")[1]) if value > 0 else 0
+    return f"{value / 1000:g}k" if round(lead) in (1, 2, 5) and abs(lead - round(lead)) < 1e-6 else ""
+
+
+def plot_sweeps(axis, study: StudyConfig, results: ResultsFile, task: str) -> None:
+    """Held-out loss against the rate at the sweep's seed, diverged runs at the top edge."""
+    seed = study.seeds[0]
+    sweeps = {method: sorted((r["lr"], r["heldout_loss"])
+                             for (t, m, _, s), r in results.rows.items()
+                             if (t, m, s) == (task, method, seed))
+              for method in study.methods}
+    losses = [loss for sweep in sweeps.values() for _, loss in sweep]
+    top = min(losses) * OFF_SCALE if losses else None
+    for method, sweep in sweeps.items():
+        if not sweep:
+            continue
+        rates = [lr for lr, _ in sweep]
+        shown = [min(loss, top) for _, loss in sweep]
+        axis.plot(rates, shown, "o-", color=COLOURS.get(method), label=method)
+        for lr, loss in sweep:
+            if loss > top:
+                axis.plot([lr], [top], "^", markersize=10, color=COLOURS.get(method))
+                axis.annotate(f"{loss:.2f} (diverged)", (lr, top), textcoords="offset points",
+                              xytext=(-8, -14), ha="right", fontsize=7)
+    axis.set_xscale("log")
+    axis.set_xlabel("peak learning rate (log)")
+    axis.set_ylabel(f"held-out loss (seed {seed}); off-scale runs at the top edge")

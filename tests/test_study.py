@@ -226,3 +226,10 @@ def test_only_seeded_methods_run_at_every_seed_and_the_report_says_the_rest_were
     assert "screened at one seed only" in text and "for `lora`; the other methods" in text
     with pytest.raises(QtuneError, match="seeded names 'qtha'"):
         tiny_study(Path("/m"), tmp_path, seeded=["qtha"])
+
+
+def test_the_size_axis_labels_only_1_2_and_5_of_each_decade():
+    from qtune.study.plots import thousands
+
+    assert [thousands(v, 0) for v in (2e4, 3e4, 5e4, 1e5, 4.6e5)] == ["20k", "", "50k",
+                                                                       "100k", ""]
