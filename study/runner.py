@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtune.study.config import StudyConfig, extend_sweep, rate_label
+from qtune.study.config import StudyConfig, extend_sweep, grid_point, rate_label
 
 from qtune.config import settings
 from qtune.errors import QtuneError
@@ -30,7 +30,7 @@ Key = tuple[str, str, str, int]
 
 
 def key_of(task: str, method: str, lr: float, seed: int) -> Key:
-    return task, method, rate_label(lr), int(seed)
+    return task, method, grid_point(lr), int(seed)
 
 
 class ResultsFile:

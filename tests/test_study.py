@@ -233,3 +233,22 @@ def test_the_size_axis_labels_only_1_2_and_5_of_each_decade():
 
     assert [thousands(v, 0) for v in (2e4, 3e4, 5e4, 1e5, 4.6e5)] == ["20k", "", "50k",
                                                                        "100k", ""]
+
+
+def test_a_rate_another_sweep_reached_by_extension_is_not_trained_again(tmp_path):
+    study = tiny_study(Path("/m"), tmp_path, seeds=[0],
+                       learning_rates={"lora": [3.16e-3, 1e-2], "qwth-none": [1e-3, 1e-2]})
+    results = ResultsFile(tmp_path / "runs.csv", study)
+    results.append({"study": "tiny", "fingerprint": results.fingerprint("lora"), "task": "math",
+                    "method": "lora", "trainable_params": 10, "lr": 3.16e-3 * 3.16, "seed": 0,
+                    "steps": 2, "train_loss": 1.0, "heldout_loss": 2.0, "seconds": 1,
+                    "phase": "sweep"})
+    trained = []
+
+    def record(config):
+        trained.append((config.method, config.lr))
+        return {"trainable_parameters": 10, "steps": 2, "wall_seconds": 1.0,
+                "final_train_loss_mean10": 1.0, "final_eval_loss": 3.0}
+
+    StudyRunner(study, train=record, runs_root=tmp_path / "runs", progress=False).run()
+    assert ("lora", 1e-2) not in trained and ("lora", 3.16e-3) in trained
