@@ -64,8 +64,9 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
               "training loss (last 10 steps) |", "|---|---:|---:|---:|---|---:|"]
     for s in summaries.values():
         interval = s.interval()
-        shown = (f"{interval[0]:.4f} [{interval[1]:.4f}, {interval[2]:.4f}]"
-                 if interval else "n/a")
+        shown = ("n/a" if not interval else f"{interval[0]:.4f} (one seed)"
+                 if len(s.losses) == 1 else
+                 f"{interval[0]:.4f} [{interval[1]:.4f}, {interval[2]:.4f}]")
         train = statistics.fmean(s.train_losses.values()) if s.train_losses else None
         trainable = f"{s.trainable:,}" if s.trainable else "n/a"
         best = f"{s.best_lr:.3g}" if s.best_lr else "n/a"
@@ -77,7 +78,8 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
     for a, b, question in questions(study):
         diff = paired(summaries[a], summaries[b])
         p = "n/a" if diff[3] is None else f"{diff[3]:.3g}"
-        shown = (f"{diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]" if diff[4] else "n/a")
+        shown = ("n/a" if not diff[4] else f"{diff[0]:+.4f} (one seed)" if diff[4] == 1 else
+                 f"{diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]")
         lines.append(f"| {question} ({a} − {b}) | {shown} | {p} | {diff[4]} | "
                      f"{verdict(diff, screened_only(study, a, b))} |")
     return lines + [""]
