@@ -3,7 +3,9 @@ at its best rate, mean and range over seeds) and against the learning rate (the 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 from qtune.study.config import StudyConfig
 from qtune.study.runner import ResultsFile
@@ -57,11 +59,13 @@ def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -
 
 def thousands(value: float, _position: int) -> str:
     """20k, 50k, 100k: a label at 1, 2 and 5 of each decade only (no overlapping ticks)."""
-    lead = value / 10 ** int(f"{value:e}".split("e")[1]) if value > 0 else 0
-    return f"{value / 1000:g}k" if round(lead) in (1, 2, 5) and abs(lead - round(lead)) < 1e-6 else ""
+    if value <= 0:
+        return ""
+    lead = value / 10 ** math.floor(math.log10(value) + 1e-9)
+    return f"{value / 1000:g}k" if any(math.isclose(lead, d) for d in (1, 2, 5)) else ""
 
 
-def plot_sweeps(axis, study: StudyConfig, results: ResultsFile, task: str) -> None:
+def plot_sweeps(axis: Any, study: StudyConfig, results: ResultsFile, task: str) -> None:
     """Held-out loss against the rate at the sweep's seed, diverged runs at the top edge."""
     seed = study.seeds[0]
     sweeps = {method: sorted((r["lr"], r["heldout_loss"])
