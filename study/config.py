@@ -204,15 +204,11 @@ def extend_sweep(rates: list[float], best: float) -> float | None:
     return ordered[-1] * ordered[-1] / ordered[-2]
 
 
-def grid_point(lr: float) -> str:
+def grid_point(lr: float) -> float:
     """Which point of the log grid a rate is: rates equal to two significant digits are
     one point, so an extension computed as 3.16e-3 x 3.16 (0.0099856) is the 1e-2 another
-    sweep lists, and neither trains twice."""
-    exponent = math.floor(math.log10(lr))
-    mantissa = float(f"{lr / 10**exponent:.2g}")
-    if mantissa >= 10:  # 9.96e-3 rounds up into the next decade
-        mantissa, exponent = mantissa / 10, exponent + 1
-    return f"{mantissa:g}e{exponent:+03d}"
+    sweep lists: neither trains twice, and the report puts both in one column."""
+    return float(f"{lr:.2g}")
 
 
 def rate_label(lr: float) -> str:

@@ -73,7 +73,9 @@ def plot_sweeps(axis: Any, study: StudyConfig, results: ResultsFile, task: str) 
                              if (t, m, s) == (task, method, seed))
               for method in study.methods}
     losses = [loss for sweep in sweeps.values() for _, loss in sweep]
-    top = min(losses) * OFF_SCALE if losses else None
+    if not losses:
+        return
+    top = min(losses) * OFF_SCALE
     for method, sweep in sweeps.items():
         if not sweep:
             continue

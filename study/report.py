@@ -9,7 +9,7 @@ import datetime as dt
 import statistics
 from pathlib import Path
 
-from qtune.study.config import METHOD_NOTES, StudyConfig
+from qtune.study.config import METHOD_NOTES, StudyConfig, grid_point
 from qtune.study.plots import plot_task
 from qtune.study.runner import ResultsFile
 from qtune.study.summary import paired, summarize
@@ -100,16 +100,10 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
     return lines + [""]
 
 
-def _column(lr: float) -> float:
-    return float(f"{lr:.2g}")
-
-
 def sweep_table(study: StudyConfig, results: ResultsFile, task: str) -> list[str]:
     """Held-out loss at every swept rate (first seed); the best of each row in bold."""
     seed = study.seeds[0]
-    # One column per rate to two significant digits: an extended rate computed as
-    # 3.16e-3 x 3.16 (0.00999) shares the 0.01 column of a sweep that lists 1e-2.
-    swept = {(m, _column(r["lr"])): r["heldout_loss"] for (t, m, _, s), r in results.rows.items()
+    swept = {(m, grid_point(r["lr"])): r["heldout_loss"] for (t, m, _, s), r in results.rows.items()
              if t == task and s == seed}
     rates = sorted({lr for _, lr in swept})
     if not rates:

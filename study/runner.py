@@ -30,7 +30,7 @@ Key = tuple[str, str, str, int]
 
 
 def key_of(task: str, method: str, lr: float, seed: int) -> Key:
-    return task, method, grid_point(lr), int(seed)
+    return task, method, rate_label(grid_point(lr)), int(seed)
 
 
 class ResultsFile:

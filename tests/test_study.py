@@ -204,6 +204,12 @@ def test_sweep_table_puts_an_extended_rate_in_the_column_of_its_rounded_value(tm
     assert "| lora | **1.2000** |" in body and "| qwth | **1.1000** |" in body
 
 
+def run_metrics(heldout_loss: float) -> dict:
+    """What the training loop returns, for tests of the grid's walk rather than training."""
+    return {"trainable_parameters": 10, "steps": 2, "wall_seconds": 1.0,
+            "final_train_loss_mean10": 1.0, "final_eval_loss": heldout_loss}
+
+
 def test_only_seeded_methods_run_at_every_seed_and_the_report_says_the_rest_were_screened(
         tmp_path):
     study = tiny_study(Path("/m"), tmp_path, seeds=[0, 1, 2], seeded=["lora"],
@@ -212,9 +218,7 @@ def test_only_seeded_methods_run_at_every_seed_and_the_report_says_the_rest_were
 
     def loss_by_rate(config):  # the grid's walk is under test here, not training
         trained.append((config.method, config.lr, config.seed))
-        return {"trainable_parameters": 10, "steps": 2, "wall_seconds": 1.0,
-                "final_train_loss_mean10": 1.0,
-                "final_eval_loss": abs(config.lr - 1e-3) + 0.01 * config.seed}
+        return run_metrics(abs(config.lr - 1e-3) + 0.01 * config.seed)
 
     StudyRunner(study, train=loss_by_rate, runs_root=tmp_path / "runs", progress=False).run()
     assert sorted(t for t in trained if t[2] > 0) == [("lora", 1e-3, 1), ("lora", 1e-3, 2)]
@@ -247,8 +251,7 @@ def test_a_rate_another_sweep_reached_by_extension_is_not_trained_again(tmp_path
 
     def record(config):
         trained.append((config.method, config.lr))
-        return {"trainable_parameters": 10, "steps": 2, "wall_seconds": 1.0,
-                "final_train_loss_mean10": 1.0, "final_eval_loss": 3.0}
+        return run_metrics(3.0)
 
     StudyRunner(study, train=record, runs_root=tmp_path / "runs", progress=False).run()
     assert ("lora", 1e-2) not in trained and ("lora", 3.16e-3) in trained
