@@ -34,14 +34,32 @@ def default_title(first_question: str | None) -> str:
 
 
 class History:
-    """The conversations in a feedback store, newest first."""
+    """One person's conversations in a feedback store, newest first.
 
-    def __init__(self, store: FeedbackStore) -> None:
-        self.store = store
+    ``owner``: whose conversations these are (None: everyone's, for tools run by the
+    machine's owner); ``see_unowned``: also those stored before conversations had owners."""
+
+    def __init__(self, store: FeedbackStore, owner: str | None = None,
+                 see_unowned: bool = False) -> None:
+        self.store, self.owner, self.see_unowned = store, owner, see_unowned
+
+    def visible(self, conversation: dict) -> bool:
+        if self.owner is None:
+            return True
+        owner = conversation.get("owner")
+        return owner == self.owner or (owner is None and self.see_unowned)
+
+    def _conversations(self) -> list[dict]:
+        return [c for c in self.store.conversations() if self.visible(c)]
+
+    def _own(self, conversation_id: str) -> None:
+        """Raise ValueError unless this person may change the conversation."""
+        if self.conversation(conversation_id) is None:
+            raise ValueError("no such conversation in your history")
 
     def list(self, limit: int = 200) -> list[ConversationSummary]:
         summaries = []
-        for conversation in reversed(self.store.conversations()):
+        for conversation in reversed(self._conversations()):
             messages = conversation["messages"]
             if not messages:
                 continue  # started but nothing was said
@@ -56,18 +74,20 @@ class History:
         return summaries
 
     def conversation(self, conversation_id: str) -> dict | None:
-        return next((c for c in self.store.conversations() if c["id"] == conversation_id), None)
+        return next((c for c in self._conversations() if c["id"] == conversation_id), None)
 
     def rename(self, conversation_id: str, title: str) -> str:
         title = " ".join(title.split())[:MAX_TITLE_CHARS]
         if not title:
             raise ValueError("a title needs at least one character")
+        self._own(conversation_id)
         # The store's own transaction: one BEGIN IMMEDIATE with its busy-timeout retries.
         with self.store._write() as db:
             db["conversations"].update(conversation_id, {"title": title})
         return title
 
     def delete(self, conversation_id: str) -> None:
+        self._own(conversation_id)
         with self.store._write() as db:
             ids = [row["id"] for row in db["messages"].rows_where(
                 "conversation_id = ?", [conversation_id], select="id")]
@@ -77,12 +97,13 @@ class History:
             db["conversations"].delete_where("id = ?", [conversation_id])
 
     def export_json(self, conversation_id: str) -> str:
+        self._own(conversation_id)
         return json.dumps(self.conversation(conversation_id), ensure_ascii=False, indent=2)
 
     def export_markdown(self, conversation_id: str) -> str:
+        self._own(conversation_id)
         conversation = self.conversation(conversation_id)
-        if conversation is None:
-            return ""
+        assert conversation is not None  # _own checked it
         first = next((m["content"] for m in conversation["messages"] if m["role"] == "user"), "")
         lines = [f"# {conversation.get('title') or default_title(first)}", "",
                  f"{conversation['assistant']} assistant, {conversation['mode']}, "

@@ -21,13 +21,14 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlite_utils
+from qtune.feedback.migrations import MIGRATIONS
 
 from qtune.config import settings
 from qtune.errors import QtuneError
@@ -74,6 +75,8 @@ class Vote:
     model_b_version: str = "base"
     #: An answer said which model it is: the battle is kept but not counted (Chatbot Arena).
     names_model: bool = False
+    #: who voted: an account's name, or a browser's own id (qtune.ui.owners)
+    voter: str | None = None
 
     def __post_init__(self) -> None:
         if self.winner not in WINNERS:
@@ -83,100 +86,6 @@ class Vote:
 # --- schema migrations -------------------------------------------------------------------
 
 
-def _migration_1_initial(db: sqlite_utils.Database) -> None:
-    """The first schema: conversations, messages, votes and ratings."""
-    db["conversations"].create(
-        {"id": str, "assistant": str, "mode": str, "created_at": str}, pk="id"
-    )
-    db["messages"].create(
-        {
-            "id": int,
-            "conversation_id": str,
-            "role": str,
-            "content": str,
-            "model": str,
-            "created_at": str,
-        },
-        pk="id",
-        foreign_keys=[("conversation_id", "conversations", "id")],
-    )
-    db["votes"].create(
-        {
-            "id": int,
-            "conversation_id": str,
-            "assistant": str,
-            "model_a": str,
-            "model_b": str,
-            "winner": str,
-            "blind": int,
-            "comment": str,
-            "prompt": str,
-            "answer_a": str,
-            "answer_b": str,
-            "created_at": str,
-        },
-        pk="id",
-    )
-    db["ratings"].create(
-        {"id": int, "message_id": int, "rating": int, "comment": str, "created_at": str},
-        pk="id",
-        foreign_keys=[("message_id", "messages", "id")],
-    )
-
-
-def _migration_2_adapter_versions(db: sqlite_utils.Database) -> None:
-    """Record which adapter weights answered (retraining keeps the served name), and index
-    the columns the leaderboard and export filter on. Older rows get version 'unknown'."""
-    db["messages"].add_column("adapter_version", str, not_null_default="unknown")
-    db["votes"].add_column("model_a_version", str, not_null_default="unknown")
-    db["votes"].add_column("model_b_version", str, not_null_default="unknown")
-    db["votes"].create_index(["assistant"], if_not_exists=True)
-    db["messages"].create_index(["conversation_id"], if_not_exists=True)
-    db["ratings"].create_index(["message_id"], if_not_exists=True)
-
-
-def _migration_3_message_status(db: sqlite_utils.Database) -> None:
-    """An answer is stored as it streams: ``status`` says whether it finished ("complete"),
-    is still arriving ("streaming") or stopped early ("incomplete", with ``note`` saying
-    why). Rows written before were complete answers."""
-    db["messages"].add_column("status", str, not_null_default="complete")
-    db["messages"].add_column("note", str)
-
-
-def _migration_4_titles(db: sqlite_utils.Database) -> None:
-    """A conversation may carry the title a person gave it (the History panel)."""
-    db["conversations"].add_column("title", str)
-
-
-def _migration_5_flags_and_siblings(db: sqlite_utils.Database) -> None:
-    """Flags on answers, with a reason; a regenerated answer names the one it replaced
-    (both stay: a rating refers to one of them)."""
-    db["flags"].create({"id": int, "message_id": int, "reason": str, "comment": str,
-                        "created_at": str}, pk="id",
-                       foreign_keys=[("message_id", "messages", "id")])
-    db["messages"].add_column("regenerates", int)
-
-
-def _migration_6_flag_source(db: sqlite_utils.Database) -> None:
-    """Flags come from a person or from the safety screen (qtune.safety)."""
-    db["flags"].add_column("source", str, not_null_default="person")
-
-
-def _migration_7_votes_naming_a_model(db: sqlite_utils.Database) -> None:
-    """A vote whose answers name a model is kept but flagged (not blind in effect)."""
-    db["votes"].add_column("names_model", int, not_null_default=0)
-
-
-#: Applied in order; after migration i the database has ``user_version == i``.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _migration_1_initial,
-    _migration_2_adapter_versions,
-    _migration_3_message_status,
-    _migration_4_titles,
-    _migration_5_flags_and_siblings,
-    _migration_6_flag_source,
-    _migration_7_votes_naming_a_model,
-]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -325,7 +234,8 @@ class FeedbackStore:
     # --- writes ---------------------------------------------------------------------------
 
     def start_conversation(
-        self, assistant: str, mode: str, conversation_id: str | None = None
+        self, assistant: str, mode: str, conversation_id: str | None = None,
+        owner: str | None = None,
     ) -> str:
         """Record a conversation and return its id. The UI may choose the id itself (so that a
         conversation can begin while the database is unavailable); recording the same id
@@ -336,7 +246,7 @@ class FeedbackStore:
         with self._write() as db:
             db["conversations"].insert(
                 {"id": conversation_id, "assistant": assistant, "mode": mode,
-                 "created_at": utc_now()},
+                 "created_at": utc_now(), **({"owner": owner} if owner else {})},
                 ignore=True,
             )
         return conversation_id
@@ -393,21 +303,29 @@ class FeedbackStore:
             raise ValueError(f"reason must be one of {SAFETY_REASONS}, not {reason!r}")
         return self._insert_flag(message_id, reason, "", "safety screen")
 
-    def _insert_flag(self, message_id: int, reason: str, comment: str, source: str) -> int:
+    def flag_endpoint(self, model: str, reason: str) -> int:
+        """The served endpoint's screen fired on a request to ``model`` (no text is kept)."""
+        if reason not in SAFETY_REASONS:
+            raise ValueError(f"reason must be one of {SAFETY_REASONS}, not {reason!r}")
+        return self._insert_flag(None, reason, "", "endpoint screen", model)
+
+    def _insert_flag(self, message_id: int | None, reason: str, comment: str, source: str,
+                     model: str | None = None) -> int:
         with self._write() as db:
             table = db["flags"]
             table.insert({"message_id": message_id, "reason": reason, "comment": comment,
-                          "source": source, "created_at": utc_now()})
+                          "source": source, "model": model, "created_at": utc_now()})
             return int(table.last_pk)
 
-    def rate_message(self, message_id: int, rating: int, comment: str = "") -> int:
+    def rate_message(self, message_id: int, rating: int, comment: str = "",
+                     voter: str | None = None) -> int:
         if rating not in (1, -1):
             raise ValueError("rating must be +1 (thumbs up) or -1 (thumbs down)")
         with self._write() as db:
             table = db["ratings"]
             table.insert(
                 {"message_id": message_id, "rating": rating, "comment": comment,
-                 "created_at": utc_now()}
+                 "voter": voter, "created_at": utc_now()}
             )
             return int(table.last_pk)
 

@@ -97,11 +97,44 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"{str(error).splitlines()[0] if str(error) else 'empty'}). Delete it and resume "
             "from scratch with --overwrite, or restore the file."
         ) from error
-    missing = {"step", "config", "trainable", "optimizer", "scheduler", "rng", "history"}
-    if not isinstance(saved, dict) or missing - set(saved):
-        raise QtuneError(f"{path} is not a qtune checkpoint (fields missing); delete it or "
-                         "start afresh with --overwrite")
+    if not isinstance(saved, dict):
+        raise QtuneError(f"{path} is not a qtune checkpoint (it holds a "
+                         f"{type(saved).__name__}, not a dict of fields); {_REMEDY}")
+    missing = sorted(set(CHECKPOINT_FIELDS) - set(saved))
+    if missing:
+        raise QtuneError(f"{path} is not a qtune checkpoint: field(s) {', '.join(missing)} "
+                         f"missing; {_REMEDY}")
+    for name, kind in CHECKPOINT_FIELDS.items():
+        if not isinstance(saved[name], kind):
+            raise QtuneError(f"{path}: field {name!r} is a {type(saved[name]).__name__}, not "
+                             f"{getattr(kind, '__name__', kind)}; {_REMEDY}")
     return saved
+
+
+#: Every field a checkpoint holds, and its type.
+CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "step": int, "config": dict, "trainable": dict, "optimizer": dict, "scheduler": dict,
+    "rng": dict, "history": list, "elapsed": (int, float), "tokens": int,
+    "label_tokens": int,
+}
+_REMEDY = "delete it, or start the run afresh with --overwrite"
+
+
+def _restore_parameters(path: Path, saved: dict, model) -> None:
+    """Copy the saved trainable tensors into ``model``, naming any that does not fit."""
+    parameters = dict(trainable_parameters(model))
+    unknown = sorted(set(saved) - set(parameters))
+    absent = sorted(set(parameters) - set(saved))
+    if unknown or absent:
+        raise QtuneError(f"{path}: field 'trainable' does not match this model (not in the "
+                         f"model: {unknown[:3]}; not in the checkpoint: {absent[:3]}); {_REMEDY}")
+    with torch.no_grad():
+        for name, value in saved.items():
+            if not isinstance(value, torch.Tensor) or value.shape != parameters[name].shape:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+                raise QtuneError(f"{path}: trainable tensor {name!r} has shape {shape}, the "
+                                 f"model's is {tuple(parameters[name].shape)}; {_REMEDY}")
+            parameters[name].copy_(value)
 
 
 def load_checkpoint(path: Path, config: TrainConfig, model, optimizer, scheduler) -> RunState:
@@ -114,12 +147,17 @@ def load_checkpoint(path: Path, config: TrainConfig, model, optimizer, scheduler
             f"({', '.join(sorted(mismatched))}); resume with the same settings or choose "
             "another --output"
         )
-    parameters = dict(trainable_parameters(model))
-    with torch.no_grad():
-        for name, value in saved["trainable"].items():
-            parameters[name].copy_(value)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    _set_rng_state(saved["rng"])
+    _restore_parameters(path, saved["trainable"], model)
+    for name, target in (("optimizer", optimizer), ("scheduler", scheduler)):
+        try:
+            target.load_state_dict(saved[name])
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as error:
+            raise QtuneError(f"{path}: field {name!r} does not fit this run ({error}); "
+                             f"{_REMEDY}") from error
+    try:
+        _set_rng_state(saved["rng"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as error:
+        raise QtuneError(f"{path}: field 'rng' is not a random-number state ({error}); "
+                         f"{_REMEDY}") from error
     return RunState(step=saved["step"], history=saved["history"], elapsed=saved["elapsed"],
                     tokens=saved["tokens"], label_tokens=saved["label_tokens"])

@@ -1,7 +1,8 @@
 """A run's output folder is never overwritten by accident.
 
 Starting a run where a checkpoint or a finished adapter already is asks for ``--resume``
-(continue it) or ``--overwrite`` (start afresh). ``--overwrite`` removes only what
+(continue it) or ``--overwrite`` (start afresh); so does a folder holding anything else
+(a PEFT adapter trained elsewhere, the user's own files). ``--overwrite`` removes only what
 belongs to a run (the files named in :mod:`qtune.adapter_format`), never other files the
 user keeps there. A run that fails before its first checkpoint removes what it created,
 so no empty or half-written folder is left behind.
@@ -46,6 +47,19 @@ def clear_run(folder: Path) -> None:
             path.unlink()
 
 
+def _contents(folder: Path) -> str:
+    """What a folder holds, in words ("" for a missing or empty folder)."""
+    if not folder.is_dir():
+        return ""
+    names = sorted(entry.name for entry in folder.iterdir())
+    if not names:
+        return ""
+    if (folder / fmt.PEFT_WEIGHTS_FILE).exists() or (folder / fmt.PEFT_CONFIG_FILE).exists():
+        return "an adapter (" + ", ".join(n for n in names if n.startswith("adapter_")) + ")"
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"other files ({shown})"
+
+
 def check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -86,6 +100,12 @@ class RunFolder:
                 f"{path} already holds {what}. Pass --resume to continue it, --overwrite to "
                 "start afresh (this deletes the previous run's files), or choose another "
                 "--output."
+            )
+        elif not config.resume and not config.overwrite and _contents(path):
+            raise QtuneError(
+                f"{path} already holds {_contents(path)}, not written by a qtune run. Pass "
+                "--overwrite to train there anyway (the adapter files a run writes are "
+                "replaced; other files stay), or choose another --output."
             )
         created = not path.exists()
         check_writable(path)

@@ -10,7 +10,8 @@ An adapter folder, as ``qtune finetune`` writes it and ``qtune serve`` reads it:
     metrics.json  log.csv  loss.png  README.md    what the run measured, and its card
     checkpoint/last.pt          only while a run is unfinished (or kept on request)
 
-Nothing here imports torch: the checks read JSON and safetensors headers only, so the
+Nothing here imports torch: the checks read JSON, safetensors headers and (for the
+serving check that every weight is finite) the raw tensor bytes with numpy, so the
 shipped adapters are checked in milliseconds by the server, the UI and the report alike.
 """
 
@@ -22,9 +23,12 @@ import json
 import os
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from qtune.errors import QtuneError
 
@@ -188,8 +192,18 @@ class BaseShapes:
         return cls(num_layers=config["num_hidden_layers"], dims=dims)
 
 
-def safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor name -> shape, read from the safetensors header alone."""
+def adapter_task(folder: Path, name: str = "") -> str | None:
+    """The task an adapter was trained on (its training_config.json), else the assistant
+    its ``<assistant>-<method>`` name says; None when neither tells."""
+    try:
+        task = read_json(Path(folder) / TRAINING_CONFIG_FILE).get("task")
+    except (OSError, ValueError, AttributeError, QtuneError):
+        task = None
+    return task if isinstance(task, str) else (name.rpartition("-")[0] or None)
+
+
+def safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
+    """(tensor name -> its header entry, offset of the data section) of a safetensors file."""
     with path.open("rb") as handle:
         raw_len = handle.read(8)
         if len(raw_len) != 8:
@@ -198,7 +212,63 @@ def safetensors_shapes(path: Path) -> dict[str, list[int]]:
         if header_len > 100_000_000:
             raise ValueError("implausible safetensors header length")
         header = json.loads(handle.read(header_len))
-    return {name: meta["shape"] for name, meta in header.items() if name != "__metadata__"}
+    if not isinstance(header, dict):
+        raise ValueError("the safetensors header is not a JSON object")
+    return {name: meta for name, meta in header.items() if name != "__metadata__"}, 8 + header_len
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, read from the safetensors header alone."""
+    return {name: meta["shape"] for name, meta in safetensors_header(path)[0].items()}
+
+
+#: Largest absolute value an adapter weight may hold. Trained LoRA factors stay well
+#: below 1 (the shipped adapters' largest is under 0.2); a value past this is a broken
+#: export or an attack, and in bf16/fp16 products it overflows to inf.
+MAX_ABS_WEIGHT = 1e4
+
+#: How each floating-point dtype of a safetensors file is read as float32 by numpy.
+_FLOAT_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+
+
+def tensor_values(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """Every floating-point tensor of a safetensors file, read in full as float32 (bf16 is
+    widened bit for bit). Raises ValueError for a dtype or an extent the file cannot hold."""
+    header, data_start = safetensors_header(path)
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        for name, meta in header.items():
+            dtype = _FLOAT_DTYPES.get(meta.get("dtype"))
+            if dtype is None:
+                raise ValueError(f"tensor {name} has dtype {meta.get('dtype')!r}, not a float")
+            begin, end = meta["data_offsets"]
+            if not 0 <= begin <= end or data_start + end > size:
+                raise ValueError(f"tensor {name} points past the end of the file")
+            handle.seek(data_start + begin)
+            raw = np.frombuffer(handle.read(end - begin), dtype=dtype)
+            if meta["dtype"] == "BF16":  # bf16 is the top half of a float32
+                raw = (raw.astype(np.uint32) << 16).view(np.float32)
+            yield name, raw.astype(np.float32, copy=False)
+
+
+def weight_problem(path: Path, max_abs: float = MAX_ABS_WEIGHT) -> str | None:
+    """Why the weights of ``path`` cannot be served (a NaN, an infinity, a value past
+    ``max_abs``), naming the first bad tensor; None when every value is finite and sane.
+    Every value is read: one NaN in one factor makes the engine's shared buffers NaN."""
+    for name, values in tensor_values(path):
+        if values.size == 0:
+            continue
+        finite = np.isfinite(values)
+        if not finite.all():
+            bad = values[~finite]
+            kinds = sorted({"NaN" if np.isnan(v) else "infinity" for v in bad[:1000]})
+            return (f"tensor {name} holds {bad.size:,} non-finite values "
+                    f"({' and '.join(kinds)})")
+        largest = float(np.abs(values).max())
+        if largest > max_abs:
+            return (f"tensor {name} holds a value of magnitude {largest:.3g}, past the "
+                    f"{max_abs:g} any trained adapter stays under")
+    return None
 
 
 def peft_module_shapes(shapes: dict[str, list[int]]) -> dict[str, tuple[int, int]]:

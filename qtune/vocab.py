@@ -20,6 +20,9 @@ METHODS: tuple[str, ...] = ("qwth", "lora")
 TRAIN_METHODS: tuple[str, ...] = (*METHODS, "qtha")
 #: How each method is called in tables and the UI.
 METHOD_LABELS: dict[str, str] = {"qwth": "QWTH", "lora": "LoRA"}
+#: Tasks whose assistants counsel people: the served endpoint screens their chats for a
+#: crisis as the web UI does (qtune.serve.guard).
+CRISIS_SCREENED_TASKS: tuple[str, ...] = ("counselling", "cpsycound")
 #: Held-out split used for the evaluation loss of each task (GSM8K has no official dev
 #: split; the data loader carves one out of train).
 EVAL_SPLITS: dict[str, str] = {"math": "dev", "counselling": "validation", "cpsycound": "test"}

@@ -2,7 +2,7 @@
 
 vLLM reports a broken adapter late (at the first request, or with a long traceback at
 start-up) and accepts some adapters it then serves wrongly. Everything here is read
-from file headers only (no torch, no weights loaded), so checking the shipped
+from the files with numpy (no torch, no model loaded), so checking the shipped
 adapters takes milliseconds:
 
 * the folder holds ``adapter_config.json`` and ``adapter_model.safetensors``;
@@ -10,7 +10,9 @@ adapters takes milliseconds:
   no trained biases, and a rank vLLM can serve;
 * every adapted module exists in the base model, and every ``lora_A``/``lora_B``
   tensor has the shape the base model's ``config.json`` implies. An adapter trained
-  on another base model fails here with "exported for another base model".
+  on another base model fails here with "exported for another base model";
+* every weight is read in full and is finite and below ``MAX_ABS_WEIGHT``: one NaN in
+  one adapter, once requested, left vLLM answering every model with empty text.
 """
 
 from __future__ import annotations
@@ -160,6 +162,13 @@ def validate_adapter(name: str, path: str | Path, base: BaseShapes,
             raise QtuneError(
                 f"{fmt.PEFT_WEIGHTS_FILE} is not a readable safetensors file ({error})") from error
         _check_ranks(shapes, config)
+        try:
+            problem = fmt.weight_problem(folder / fmt.PEFT_WEIGHTS_FILE)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise QtuneError(f"{fmt.PEFT_WEIGHTS_FILE} cannot be read in full ({error})") from error
+        if problem:
+            raise QtuneError(f"{fmt.PEFT_WEIGHTS_FILE}: {problem}; it would poison the "
+                             "engine for every model. Retrain or re-export it")
         try:
             modules = fmt.check_module_shapes(fmt.peft_module_shapes(shapes), base)
         except QtuneError as error:

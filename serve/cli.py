@@ -44,7 +44,7 @@ def add_server_options(parser: argparse.ArgumentParser,
     """The options of the vLLM server, shared by `qtune serve` and `qtune up` (which names
     the address flags --api-host/--api-port so they do not clash with the UI's). Defaults
     are ServeConfig's."""
-    from qtune.serve.server import ServeConfig
+    from qtune.serve.server import CRISIS_SCREEN_CHOICES, ServeConfig
 
     defaults = ServeConfig(adapters_dir=None)
     host, port, key = address_flags
@@ -82,6 +82,10 @@ def add_server_options(parser: argparse.ArgumentParser,
         help="allow `qtune adapters load/unload` on this server (development)")
     add("--max-lora-rank", type=int, default=None,
         help="override the --max-lora-rank computed from the adapters")
+    add("--crisis-screen", choices=CRISIS_SCREEN_CHOICES, default=defaults.crisis_screen,
+        help="whose chats the endpoint screens for a crisis, as the web UI does (resources "
+        "first, unsafe answers replaced; docs/security.md): 'assistants' = the counselling "
+        "adapters, 'all' = every model, 'off' (default %(default)s)")
     add("--log-file", type=Path, default=None,
         help="where vLLM's output goes (default $QTUNE_HOME/logs/vllm-PORT.log)")
     add("--startup-timeout", type=float, default=defaults.startup_timeout,
@@ -115,6 +119,7 @@ def config_from_args(args: argparse.Namespace):
         extra_args=list(args.vllm_args),
         log_path=args.log_file,
         startup_timeout=args.startup_timeout,
+        crisis_screen=args.crisis_screen,
     )
     # Given flags win over ServeConfig's defaults (which read QTUNE_HOST/PORT/API_KEY).
     for flag, attribute in (("api_host", "host"), ("api_port", "port"), ("api_key", "api_key")):

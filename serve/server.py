@@ -41,9 +41,10 @@ from qtune.serve.adapters import (
     vllm_target_modules,
 )
 
-from qtune.adapter_format import snapshot_name
+from qtune.adapter_format import adapter_task, snapshot_name
 from qtune.config import DEFAULT_BASE_MODEL, DEFAULT_BASE_MODEL_HF_ID, settings
 from qtune.errors import QtuneError
+from qtune.vocab import CRISIS_SCREENED_TASKS, TASKS
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,18 @@ class ServeConfig:
     log_path: Path | None = None
     #: Seconds to wait for /health before giving up.
     startup_timeout: float = 600.0
+    #: Which models' chats the endpoint screens for a crisis (qtune.serve.guard):
+    #: "assistants" (adapters of the tasks in CRISIS_SCREENED_TASKS), "all", or "off".
+    crisis_screen: str = "assistants"
+
+    def __post_init__(self) -> None:
+        if self.crisis_screen not in CRISIS_SCREEN_CHOICES:
+            raise QtuneError(f"crisis_screen must be one of {CRISIS_SCREEN_CHOICES}, "
+                             f"not {self.crisis_screen!r}")
+
+
+#: The values of ServeConfig.crisis_screen (and `qtune serve --crisis-screen`).
+CRISIS_SCREEN_CHOICES = ("assistants", "all", "off")
 
 
 #: Up to this many usable cores, the engine gets all of them (see threads_bind).
@@ -249,6 +262,8 @@ class VLLMServer:
             "--port", str(cfg.port),
             "--max-model-len", str(cfg.max_model_len),
         ]
+        # Starlette runs the middleware added last first: the key is checked before the guard.
+        argv += ["--middleware", "qtune.serve.guard.ServeGuard"]
         if cfg.api_key:  # the key (in the environment) guards every route, see serve/auth.py
             argv += ["--middleware", "qtune.serve.auth.GuardEveryRoute"]
         if not any(arg == "--dtype" or arg.startswith("--dtype=") for arg in cfg.extra_args):
@@ -278,7 +293,27 @@ class VLLMServer:
         if self.config.allow_runtime_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(self.guard_environment())
         return env
+
+    def screened_models(self) -> list[str]:
+        """The served models whose chats the endpoint screens (ServeConfig.crisis_screen)."""
+        if self.config.crisis_screen == "off":
+            return []
+        if self.config.crisis_screen == "all":
+            return self.served_models
+        return [adapter.name for adapter in self.adapters
+                if adapter_task(adapter.path, adapter.name) in CRISIS_SCREENED_TASKS]
+
+    def guard_environment(self) -> dict[str, str]:
+        """What qtune.serve.guard reads in vLLM's process."""
+        from qtune.serve import guard
+
+        tasks = {"off": [], "all": list(TASKS),
+                 "assistants": list(CRISIS_SCREENED_TASKS)}[self.config.crisis_screen]
+        return {guard.SCREENED_MODELS_ENV: json.dumps(self.screened_models()),
+                guard.SCREENED_TASKS_ENV: json.dumps(tasks),
+                guard.BASE_MODEL_ENV: self.base_name}
 
     # ----- life cycle ----------------------------------------------------------------
     def start(self, wait: bool = True, timeout: float | None = None) -> VLLMServer:

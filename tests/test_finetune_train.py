@@ -338,8 +338,12 @@ def test_a_run_folder_is_never_overwritten_by_accident(tiny_model_dir, tmp_path)
         if step == 2:
             raise SimulatedKill
 
+    with pytest.raises(QtuneError, match=r"holds other files \(notes\.txt\).*--overwrite"):
+        train(tiny_config(tiny_model_dir, output, method="qwth"))
+    assert sorted(p.name for p in output.iterdir()) == ["notes.txt"]  # nothing written
     with pytest.raises(SimulatedKill):
-        train(tiny_config(tiny_model_dir, output, method="qwth"), on_step=stop_after_step_2)
+        train(tiny_config(tiny_model_dir, output, method="qwth", overwrite=True),
+              on_step=stop_after_step_2)
     assert checkpoint_path(output).is_file()
     with pytest.raises(QtuneError, match="unfinished run's checkpoint.*--resume.*--overwrite"):
         train(tiny_config(tiny_model_dir, output, method="qwth"))
@@ -354,6 +358,20 @@ def test_a_run_folder_is_never_overwritten_by_accident(tiny_model_dir, tmp_path)
     assert not (output / "qwth").exists() and not (output / "qwth_metadata.json").exists()
     assert json.loads((output / "training_config.json").read_text())["method"] == "lora"
     assert (output / "notes.txt").read_text() == "the user's own file"
+
+
+def test_a_plain_peft_folder_is_not_overwritten(tiny_model_dir, tmp_path):
+    """An adapter trained elsewhere (PEFT files, no qtune metrics) is refused untouched."""
+    output = tmp_path / "peft-adapter"
+    output.mkdir()
+    (output / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (output / "adapter_model.safetensors").write_bytes(b"their weights")
+    with pytest.raises(QtuneError, match=r"holds an adapter \(adapter_config\.json, "
+                                         r"adapter_model\.safetensors\).*--overwrite"):
+        train(tiny_config(tiny_model_dir, output, method="lora"))
+    assert (output / "adapter_model.safetensors").read_bytes() == b"their weights"
+    assert sorted(p.name for p in output.iterdir()) == ["adapter_config.json",
+                                                        "adapter_model.safetensors"]
 
 
 def test_a_failed_start_leaves_no_folder(tiny_model_dir, tmp_path, monkeypatch):

@@ -389,10 +389,14 @@ def test_the_guard_is_importable_by_its_middleware_path(small_model: Path) -> No
 
     argv = VLLMServer(ServeConfig(model=str(small_model), adapters_dir=None,
                                   api_key="k")).command()
-    module, _, name = argv[argv.index("--middleware") + 1].rpartition(".")
-    assert getattr(importlib.import_module(module), name).__name__ == "GuardEveryRoute"
+    paths = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--middleware"]
+    # vLLM adds them in order and the last added runs first: the key check comes first.
+    names = [getattr(importlib.import_module(module), name).__name__
+             for module, _, name in (path.rpartition(".") for path in paths)]
+    assert names == ["ServeGuard", "GuardEveryRoute"]
     no_key = VLLMServer(ServeConfig(model=str(small_model), adapters_dir=None, api_key=None))
-    assert "--middleware" not in no_key.command()
+    argv = no_key.command()
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--middleware"] == [paths[0]]
 
 
 @pytest.mark.slow

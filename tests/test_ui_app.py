@@ -116,23 +116,96 @@ def test_vote_kept_when_database_is_locked(tmp_path):
                                                                "math-lora")
 
 
-def test_logins_are_throttled():
-    """Each wrong login costs the delay; too many lock logins out until the window passes."""
-    import time
+def test_logins_are_throttled_per_client_and_name_without_locking_out_the_owner():
+    """A guesser is refused at once (no check, no sleep) after too many failures; the owner,
+    from a client that logged in before, still gets in; lock-outs end in seconds."""
+    import asyncio
 
-    from qtune.ui.login import ThrottledLogin
+    from qtune.ui import login
 
     now = [1000.0]
-    login = ThrottledLogin("ann", "secret", delay=0.05, max_failures=3, window=60,
-                           clock=lambda: now[0])
-    assert login("ann", "secret")
-    started = time.perf_counter()
-    assert not any(login("ann", guess) for guess in ("a", "b", "c"))
-    assert time.perf_counter() - started >= 3 * 0.05
-    assert not login("ann", "secret")  # locked out within the window
-    now[0] += 61
-    assert login("ann", "secret")
-    assert not login("bob", "secret") and not login("ann", "")
+    throttle = login.LoginThrottle(clock=lambda: now[0])
+    checked: list[str] = []
+
+    def check(name: str, password: str) -> bool:
+        checked.append(password)
+        return (name, password) == ("ann", "right password")
+
+    auth = login.login_function(check, throttle)
+
+    def attempt(client: str, name: str, password: str) -> bool:
+        token = login.current_client.set(client)
+        try:
+            return asyncio.run(auth(name, password))
+        finally:
+            login.current_client.reset(token)
+
+    assert attempt("10.0.0.1", "ann", "right password")  # the owner's usual client
+    assert not any(attempt("10.6.6.6", "ann", f"guess {i}") for i in range(login.NAME_FAILURES))
+    checked.clear()
+    assert not attempt("10.6.6.6", "ann", "right password")  # the name is locked for others
+    assert not attempt("10.7.7.7", "ann", "right password")
+    assert checked == []  # refused without a check
+    assert attempt("10.0.0.1", "ann", "right password")  # the owner's client is not
+    now[0] += login.LOCKOUT_S + 1
+    assert attempt("10.7.7.7", "ann", "right password")  # the lock-out has expired
+    for i in range(login.CLIENT_FAILURES):  # one client guessing many names
+        attempt("10.8.8.8", f"user{i}", "x")
+    assert not attempt("10.8.8.8", "ann", "right password")
+
+
+def test_wrong_logins_do_not_block_the_event_loop():
+    """Gradio awaits the login in its event loop: eight wrong logins at once (each a full
+    scrypt check) must leave the loop free for everyone else's requests."""
+    import asyncio
+    import time
+
+    from qtune.feedback.accounts import hash_password, verify_password
+    from qtune.ui import login
+
+    stored = hash_password("the right password")
+    auth = login.login_function(lambda name, password: verify_password(password, stored))
+
+    async def scenario() -> float:
+        worst, stop = 0.0, asyncio.Event()
+
+        async def heartbeat() -> None:
+            nonlocal worst
+            while not stop.is_set():
+                started = time.perf_counter()
+                await asyncio.sleep(0.01)
+                worst = max(worst, time.perf_counter() - started - 0.01)
+
+        beat = asyncio.create_task(heartbeat())
+        results = await asyncio.gather(*(auth("ann", f"guess {i}") for i in range(8)))
+        stop.set()
+        await beat
+        assert not any(results)
+        return worst
+
+    assert asyncio.run(scenario()) < 0.1
+
+
+def test_accounts_hash_passwords_and_check_them(tmp_path):
+    from qtune.feedback.accounts import Accounts
+    from qtune.feedback.store import FeedbackStore
+
+    accounts = Accounts(FeedbackStore(tmp_path / "fb.db"))
+    assert not accounts.exist()
+    accounts.add("ann", "ann's password", "admin")
+    accounts.add("bob", "bob's password")
+    with sqlite3.connect(tmp_path / "fb.db") as conn:
+        stored = dict(conn.execute("select name, password_hash from users"))
+    assert stored["ann"].startswith("scrypt$") and "ann's password" not in stored["ann"]
+    assert accounts.check("ann", "ann's password") and not accounts.check("ann", "bob's password")
+    assert not accounts.check("carol", "ann's password")
+    assert [(a.name, a.admin) for a in accounts.list()] == [("ann", True), ("bob", False)]
+    with pytest.raises(ValueError, match="at least 8"):
+        accounts.add("carol", "short")
+    with pytest.raises(ValueError, match="exists already"):
+        accounts.add("bob", "another password")
+    accounts.remove("bob")
+    assert accounts.get("bob") is None and not accounts.check("bob", "bob's password")
 
 
 def test_secrets_come_from_the_environment_or_a_file(tmp_path, monkeypatch):
@@ -238,9 +311,9 @@ def test_votes_and_questions_are_rate_limited_per_client(tmp_path, monkeypatch):
         assert "Too many" not in ui.vote("model_a", "", answered(), request("10.0.0.2"))[1]
     assert len(store.votes()) == 3
 
-    ui.chat_submit("first question", ChatSession(), "math", request("10.0.0.1"))
+    ui.chat_submit("first question", ChatSession(), "math", request=request("10.0.0.1"))
     with pytest.raises(gr.Error, match="Too many questions"):
-        ui.chat_submit("second question", ChatSession(), "math", request("10.0.0.1"))
+        ui.chat_submit("second question", ChatSession(), "math", request=request("10.0.0.1"))
 
     clock = [0.0]
     limiter = RateLimiter(2, window_s=60, clock=lambda: clock[0])

@@ -26,9 +26,10 @@ from qtune.ui.chat import ChatHandlers, chat_tab
 from qtune.ui.compare import VOTE_BUTTONS, CompareHandlers, compare_tab
 from qtune.ui.history import HistoryHandlers, history_tab
 from qtune.ui.leaderboard import LeaderboardHandlers, leaderboard_tab
-from qtune.ui.login import ThrottledLogin
+from qtune.ui.login import ClientAddress, login_function, single_account, trust_proxies
 from qtune.ui.safety import COUNSELLING_NOTICE, NOTICE_ASSISTANTS, warm_up
-from qtune.ui.state import DEFAULT_TEMPERATURE, RECOVERY_POLL_S
+from qtune.ui.state import DEFAULT_TEMPERATURE, LOCAL_OWNER, RECOVERY_POLL_S
+from starlette.middleware import Middleware
 
 from qtune.config import settings
 from qtune.vocab import ASSISTANTS
@@ -57,6 +58,9 @@ def build_app(ui: QtuneUI, default_assistant: str | None = None) -> gr.Blocks:
             gr.Markdown(COUNSELLING_NOTICE)
             notice_dismiss = gr.Button("I understand", size="sm", elem_id="notice-dismiss")
         notice_seen = gr.State(False)
+        # Whose page this is: the account, else this browser (its own id in local storage).
+        browser_id = gr.BrowserState("", storage_key="qtune-browser")
+        owner = gr.State(LOCAL_OWNER)
         with gr.Accordion("Generation settings", open=False):
             system_prompt = gr.Textbox(SYSTEM_PROMPTS.get(assistant_value, ""), lines=4,
                                        label="System prompt (editable; changes apply to the "
@@ -111,6 +115,7 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
                              *cmp["votes"], cmp["vote_status"]]
     board_outputs = [board["table"], board["plot"], board["heatmap"], board["summary"]]
 
+    owner = parts["owner"]
     demo.load(ui.refresh, refresh_inputs, model_outputs)
     gr.Timer(RECOVERY_POLL_S).tick(ui.recover, [status, *refresh_inputs], model_outputs,
                                    show_progress="hidden", queue=False)
@@ -119,7 +124,7 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
     assistant.input(
         ui.change_assistant, assistant,
         [system_prompt, *model_outputs, *chat_clear_outputs, *compare_clear_outputs],
-    ).then(ui.leaderboard, assistant, board_outputs)
+    ).then(ui.leaderboard, [assistant, owner], board_outputs)
 
     # Chat: validate and show the question, then stream the answer.
     stream_args = ([chat["session"], chat["model"], system_prompt, temperature, max_tokens],
@@ -128,7 +133,8 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
     streams = []
     for trigger in (chat["text"].submit, chat["send"].click):
         streams.append(
-            trigger(ui.chat_submit, [chat["text"], chat["session"], assistant], submit_outputs)
+            trigger(ui.chat_submit, [chat["text"], chat["session"], assistant, owner],
+                    submit_outputs)
             .success(ui.chat_stream, *stream_args)
         )
     streams.append(
@@ -154,7 +160,7 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
         compare_streams.append(
             trigger(ui.compare_submit,
                     [cmp["text"], cmp["session"], assistant, cmp["model_a"], cmp["model_b"],
-                     cmp["blind"]],
+                     cmp["blind"], owner],
                     compare_submit_outputs)
             .success(ui.compare_stream,
                      [cmp["session"], system_prompt, temperature, max_tokens],
@@ -172,24 +178,28 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
             [cmp["session"], cmp["vote_status"], *cmp["votes"], cmp["left"], cmp["right"],
              cmp["comment"]],
             api_visibility="private",
-        ).then(ui.leaderboard, assistant, board_outputs)
+        ).then(ui.leaderboard, [assistant, owner], board_outputs)
 
-    parts["board_tab"].select(ui.leaderboard, assistant, board_outputs)
-    board["refresh"].click(ui.leaderboard, assistant, board_outputs)
-    demo.load(ui.leaderboard, assistant, board_outputs)
+    parts["board_tab"].select(ui.leaderboard, [assistant, owner], board_outputs)
+    board["refresh"].click(ui.leaderboard, [assistant, owner], board_outputs)
 
 
 def _wire_history(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
     """The History tab: list, select, reopen in Chat, rename, delete, export."""
     history, chat = parts["history_parts"], parts["chat_parts"]
     listing = [history["table"], history["ids"], history["status"]]
-    demo.load(ui.history_list, None, listing)
-    parts["history_tab_"].select(ui.history_list, None, listing)
-    history["refresh"].click(ui.history_list, None, listing)
+    owner, board = parts["owner"], parts["board_parts"]
+    # Who this page belongs to comes first; what it shows of the store follows from it.
+    demo.load(ui.identify, parts["browser_id"], [parts["browser_id"], owner]).then(
+        ui.history_list, owner, listing).then(
+        ui.leaderboard, [parts["assistant"], owner],
+        [board["table"], board["plot"], board["heatmap"], board["summary"]])
+    parts["history_tab_"].select(ui.history_list, owner, listing)
+    history["refresh"].click(ui.history_list, owner, listing)
     history["table"].select(ui.history_select, history["ids"],
                             [history["selected"], history["title"]])
     history["open"].click(
-        ui.history_open, history["selected"],
+        ui.history_open, [history["selected"], owner],
         [chat["chatbot"], chat["session"], parts["assistant"], parts["tabs"],
          history["status"]],
     ).success(
@@ -199,14 +209,14 @@ def _wire_history(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
     history["new"].click(ui.clear_chat, None, [chat["chatbot"], chat["session"], chat["safety"],
                                               chat["text"]]
                          ).then(lambda: gr.Tabs(selected="chat"), None, parts["tabs"])
-    history["rename"].click(ui.history_rename, [history["selected"], history["title"]],
+    history["rename"].click(ui.history_rename, [history["selected"], history["title"], owner],
                             listing)
-    history["delete"].click(ui.history_delete, history["selected"],
+    history["delete"].click(ui.history_delete, [history["selected"], owner],
                             [*listing, history["selected"], history["title"]])
-    history["export_json"].click(lambda cid: ui.history_export(cid, "json"),
-                                 history["selected"], history["download"])
-    history["export_md"].click(lambda cid: ui.history_export(cid, "markdown"),
-                               history["selected"], history["download"])
+    history["export_json"].click(lambda cid, who: ui.history_export(cid, "json", who),
+                                 [history["selected"], owner], history["download"])
+    history["export_md"].click(lambda cid, who: ui.history_export(cid, "markdown", who),
+                               [history["selected"], owner], history["download"])
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -231,20 +241,46 @@ def launch(
     port: int | None = None,
     auth: tuple[str, str] | None = None,
     block: bool = True,
+    trusted_proxies: list[str] | None = None,
 ) -> gr.Blocks:
-    """Build and start the app; with ``block=False`` return at once (tests, ``qtune up``)."""
-    if not is_loopback(host) and auth is None:
+    """Build and start the app; with ``block=False`` return at once (tests, ``qtune up``).
+
+    People log in when ``auth`` (one USER:PASSWORD, an admin) is given or accounts exist
+    (``qtune users``); each then sees only their own History."""
+    check = _login_check(ui, auth)
+    if not is_loopback(host) and check is None:
         log.warning(
             "the UI listens on %s without a login: anyone who can reach this address can use "
-            "the models and vote. Pass --auth USER:PASSWORD.", host)
+            "the models and vote. Add accounts (`qtune users add`) or pass --auth.", host)
+    trust_proxies(trusted_proxies or [])
     demo = build_app(ui)
     # The crisis classifier's encoder takes seconds to load: not on someone's first message.
     threading.Thread(target=warm_up, name="safety-warm-up", daemon=True).start()
     demo.queue(default_concurrency_limit=8)
     demo.launch(
         server_name=host, server_port=port or settings().ui_port,
-        auth=ThrottledLogin(*auth) if auth else None,
+        auth=login_function(check) if check else None,
+        app_kwargs={"middleware": [Middleware(ClientAddress)]},
         prevent_thread_lock=not block, share=False, inbrowser=False, quiet=not block,
         show_error=True, footer_links=[], ssr_mode=False,
     )
     return demo
+
+
+def _login_check(ui: QtuneUI, auth: tuple[str, str] | None):
+    """The password check of the login page (None: no login): the accounts in the store,
+    and the ``--auth`` pair as one more admin."""
+    has_accounts = ui.accounts.exist()
+    if auth is None and not has_accounts:
+        return None
+    ui.login_required = True
+    single = single_account(*auth) if auth else None
+    if auth:
+        ui.admin_names.add(auth[0])
+
+    def check(name: str, password: str) -> bool:
+        if single is not None and name == auth[0]:
+            return single(name, password)
+        return has_accounts and ui.accounts.check(name, password)
+
+    return check

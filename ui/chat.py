@@ -10,7 +10,15 @@ import gradio as gr
 from qtune.feedback.store import FLAG_REASONS, FeedbackWriteError, new_conversation_id
 from qtune.ui.endpoint import EndpointError
 from qtune.ui.safety import CRISIS_RESOURCES
-from qtune.ui.state import DOWN, LATEX_DELIMITERS, SAVE_EVERY_S, UP, ChatSession, UIState
+from qtune.ui.state import (
+    DOWN,
+    LATEX_DELIMITERS,
+    LOCAL_OWNER,
+    SAVE_EVERY_S,
+    UP,
+    ChatSession,
+    UIState,
+)
 
 
 class ChatHandlers(UIState):
@@ -20,15 +28,17 @@ class ChatHandlers(UIState):
         return [], ChatSession(), gr.update(visible=False), ""
 
     def chat_submit(self, text: str, session: ChatSession, assistant: str,
-                    request: gr.Request = None):
+                    owner: str = LOCAL_OWNER, request: gr.Request = None):
         if session.streaming:
             raise gr.Error("An answer is still arriving: wait for it, or press Stop, then send.")
         text = self.check_input(text)
         refusal = self.rate_refusal(self.message_limit, request, "questions")
         if refusal:
             raise gr.Error(refusal, title="Slow down")
-        if not session.conversation_id or session.assistant != assistant:
-            session = ChatSession(conversation_id=new_conversation_id(), assistant=assistant)
+        if (not session.conversation_id or session.assistant != assistant
+                or session.owner != owner):
+            session = ChatSession(conversation_id=new_conversation_id(), assistant=assistant,
+                                  owner=owner)
         session.append("user", text)
         self.persist_chat(session)  # the question is kept even if the tab closes now
         return "", session.history, session, self._chat_safety(session, session.ids[-1])
@@ -55,8 +65,9 @@ class ChatHandlers(UIState):
         self._save_answer(session, index, "streaming")
         ended, note, status = "incomplete", "the page was closed while the answer arrived", None
         saved_at, screened = time.monotonic(), False
+        pieces = self.endpoint.stream_chat(model, messages, temperature, int(max_tokens))
         try:
-            for piece in self.endpoint.stream_chat(model, messages, temperature, int(max_tokens)):
+            for piece in pieces:
                 answer["content"] += piece
                 if self.screen_answer(answer):
                     screened = True
@@ -75,6 +86,7 @@ class ChatHandlers(UIState):
             gr.Warning(str(error))
             ended, note, status = "incomplete", str(error), f"{DOWN} {error}"
         finally:  # also when the tab is closed (Gradio closes this generator)
+            pieces.close()  # closes the stream: vLLM stops generating this answer
             session.streaming = False
             self._save_answer(session, index, ended, note)
         if screened:
@@ -106,7 +118,8 @@ class ChatHandlers(UIState):
         failure warn and try again next time."""
         try:
             if not session.stored_conversation:
-                self.store.start_conversation(session.assistant, "chat", session.conversation_id)
+                self.store.start_conversation(session.assistant, "chat", session.conversation_id,
+                                              owner=session.owner)
                 session.stored_conversation = True
             for index, message in enumerate(session.history[:until]):
                 if session.ids[index] is not None or not message["content"]:
@@ -143,14 +156,19 @@ class ChatHandlers(UIState):
     def chat_flag(self, session: ChatSession, reason: str | None):
         """Flag the last answer with a reason (stored with the answer it refers to)."""
         answers = [i for i, m in enumerate(session.history) if m["role"] == "assistant"]
+        if session.streaming:
+            raise gr.Error("Wait until the answer is complete, then flag it.")
         if not answers or session.ids[answers[-1]] is None:
             raise gr.Error("There is no stored answer to flag yet.")
-        if not reason:
+        if not reason or reason not in FLAG_REASONS:
             raise gr.Error("Choose why you flag the answer.")
+        if session.ids[answers[-1]] in session.flagged:
+            raise gr.Error("You have flagged this answer already.")
         try:
             self.store.flag_message(session.ids[answers[-1]], reason)
         except (FeedbackWriteError, ValueError) as error:
             raise gr.Error(f"The flag was not saved: {error}") from error
+        session.flagged.add(session.ids[answers[-1]])
         gr.Info("Thanks: the answer is flagged.", duration=2)
 
     def chat_rate(self, session: ChatSession, data: gr.LikeData, request: gr.Request = None):
@@ -161,6 +179,9 @@ class ChatHandlers(UIState):
             return
         if session.history[index]["role"] != "assistant":
             return
+        if session.streaming and index == len(session.history) - 1:
+            gr.Warning("Wait until the answer is complete, then rate it.")
+            return  # only an answer this page has shown in full is rated
         self.persist_chat(session)
         message_id = session.ids[index]
         if message_id is None:
@@ -172,7 +193,7 @@ class ChatHandlers(UIState):
             gr.Warning(refusal)
             return
         try:
-            self.store.rate_message(message_id, rating)
+            self.store.rate_message(message_id, rating, voter=session.owner)
         except FeedbackWriteError as error:
             gr.Warning(f"Your rating was not saved: {error}")
             return

@@ -31,7 +31,12 @@ def _add_ui_options(parser: argparse.ArgumentParser) -> None:
                              "prefer --auth-file or $QTUNE_UI_AUTH")
     parser.add_argument("--db", type=Path, default=None,
                         help="feedback database (default $QTUNE_DB or "
-                             "~/.cache/qtune/feedback.db)")
+                             "~/.cache/qtune/feedback.db); its accounts (`qtune users`) "
+                             "log in to the UI")
+    parser.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
+                        help="a reverse proxy whose X-Forwarded-For names the real client "
+                             "(repeatable; default none: the header is ignored, so no client "
+                             "can pose as another for the login and rate limits)")
 
 
 def _register_ui(subparsers: argparse._SubParsersAction) -> None:
@@ -94,7 +99,8 @@ def _ui(args: argparse.Namespace) -> int:
     auth = parse_auth(_auth_text(args))
     ui = _make_ui(args, args.api_base, args.api_key)
     print(f"qtune ui: endpoint {ui.endpoint.api_base}, feedback {ui.store.path}")
-    launch(ui, host=args.host, port=args.port, auth=auth, block=True)
+    launch(ui, host=args.host, port=args.port, auth=auth, block=True,
+           trusted_proxies=args.trusted_proxy)
     return 0
 
 
@@ -115,7 +121,8 @@ def _up(args: argparse.Namespace) -> int:
         print(f"qtune up: starting vLLM ({', '.join(server.served_models)}) …")
         server.start(wait=True)
         ui = _make_ui(args, server.api_base, config.api_key)
-        demo = launch(ui, host=args.host, port=args.port, auth=auth, block=False)
+        demo = launch(ui, host=args.host, port=args.port, auth=auth, block=False,
+                      trusted_proxies=args.trusted_proxy)
         print(f"qtune up: UI at http://{args.host}:{args.port or settings().ui_port} "
               f"(API {server.api_base}); Ctrl-C stops both")
         while server.running and _ui_alive(demo):

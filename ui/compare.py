@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import random
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -17,12 +19,17 @@ from qtune.ui.safety import CRISIS_RESOURCES
 from qtune.ui.state import (
     DOWN,
     LATEX_DELIMITERS,
+    LOCAL_OWNER,
     MAX_COMMENT_CHARS,
     MIN_READ_SECONDS,
     SAVE_EVERY_S,
     CompareSession,
     UIState,
 )
+
+#: Blind answers are sampled at least this warm, each with a fresh seed, so that replaying
+#: the prompt at temperature 0 in Chat does not tell which model gave which side.
+BLIND_MIN_TEMPERATURE = 0.7
 
 VOTE_BUTTONS = (
     ("← Left is better", "model_a"),
@@ -57,7 +64,7 @@ class CompareHandlers(UIState):
 
     def compare_submit(
         self, text: str, session: CompareSession, assistant: str, model_a: str, model_b: str,
-        blind: bool, request: gr.Request = None,
+        blind: bool, owner: str = LOCAL_OWNER, request: gr.Request = None,
     ):
         if session.streaming:
             raise gr.Error("The answers are still arriving: wait for them, or press Stop, "
@@ -71,13 +78,13 @@ class CompareHandlers(UIState):
         if session.pending_vote is not None:
             gr.Info("The previous answers were not voted on; continuing without a vote.")
         if not session.conversation_id or session.assistant != assistant or {
-            session.left, session.right} != {model_a, model_b}:
+            session.left, session.right} != {model_a, model_b} or session.owner != owner:
             sides = [model_a, model_b]
             if blind:
                 random.shuffle(sides)  # blind: which side is which must not be guessable
             session = CompareSession(
                 conversation_id=new_conversation_id(), assistant=assistant,
-                left=sides[0], right=sides[1], blind=bool(blind),
+                left=sides[0], right=sides[1], blind=bool(blind), owner=owner,
             )
             if model_a == model_b:
                 gr.Warning("Both sides use the same model: the vote will not count on the "
@@ -109,6 +116,8 @@ class CompareHandlers(UIState):
         for history, answer in zip(histories, answers, strict=True):
             history.append(answer)
         session.stop_requested, session.streaming = False, True
+        if session.blind and not session.revealed:
+            temperature = max(float(temperature), BLIND_MIN_TEMPERATURE)
         ids = [self._store(session, "assistant", "", model, "streaming")
                for model in (session.left, session.right)]
         errors: list[str] = []
@@ -136,6 +145,7 @@ class CompareHandlers(UIState):
                                          else None)
         finally:  # also when the tab is closed (Gradio closes this generator)
             session.streaming = False
+            session.stop_requested = True  # both workers close their streams to vLLM
             self._update(ids, answers, "incomplete" if note else "complete", note)
             for side in screened:
                 self.record_safety(ids[side], "unsafe answer replaced")
@@ -154,6 +164,7 @@ class CompareHandlers(UIState):
             model_b_version=self.version(session.right),
             names_model=any(lb.answer_names_model(a["content"], (session.left, session.right))
                             for a in answers),
+            voter=session.owner,
         )
         session.answered_at = time.monotonic()
         yield (session.left_history, session.right_history, session,
@@ -169,10 +180,15 @@ class CompareHandlers(UIState):
 
         def worker(side: int, model: str, messages: list[dict]) -> None:
             try:
-                for piece in self.endpoint.stream_chat(model, messages, temperature, max_tokens):
-                    if session.stop_requested:
-                        break
-                    events.put((side, piece, None))
+                # A fresh seed per answer: replaying a blind prompt in Chat (even at the same
+                # temperature) does not reproduce it, so the sides cannot be matched by replay.
+                pieces = self.endpoint.stream_chat(model, messages, temperature, max_tokens,
+                                                   seed=secrets.randbelow(2**31))
+                with contextlib.closing(pieces):  # Stop closes the stream to vLLM at once
+                    for piece in pieces:
+                        if session.stop_requested:
+                            break
+                        events.put((side, piece, None))
             except EndpointError as error:
                 events.put((side, "", error))
             finally:
@@ -194,7 +210,7 @@ class CompareHandlers(UIState):
         try:
             if not session.stored_conversation:
                 self.store.start_conversation(
-                    session.assistant, "compare", session.conversation_id)
+                    session.assistant, "compare", session.conversation_id, owner=session.owner)
                 session.stored_conversation = True
             return self.store.add_message(session.conversation_id, role, content, model,
                                           self.version(model) if model else None, status)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from qtune.safety.responses import CRISIS_RESOURCES
+
 from qtune.adapter_format import version_from_root
 from qtune.errors import QtuneError
 from qtune.vocab import METHODS
@@ -19,6 +21,11 @@ from qtune.vocab import METHODS
 METHOD_LABELS = {"qwth": "quantum-tuned (QWTH)", "lora": "LoRA baseline", "base": "base"}
 #: Order of the model lists: quantum-tuned first, then the baseline, then the base.
 METHOD_ORDER = {"qwth": 0, "lora": 1, "base": 3}
+
+
+#: The first piece of an answer whose conversation the served endpoint's crisis screen
+#: flagged (qtune.serve.screen); the UI shows the resources beside the chat instead.
+SERVER_RESOURCES = CRISIS_RESOURCES + "\n"
 
 
 class EndpointError(QtuneError):
@@ -108,19 +115,29 @@ class Endpoint:
                                         getattr(m, "root", None)) for m in listing.data])
 
     def stream_chat(
-        self, model: str, messages: list[dict], temperature: float, max_tokens: int
+        self, model: str, messages: list[dict], temperature: float, max_tokens: int,
+        **sampling: object,
     ) -> Iterator[str]:
-        """Yield the answer's text pieces as they arrive."""
+        """Yield the answer's text pieces as they arrive (``sampling``: more request
+        fields, such as ``seed``)."""
         import openai
 
         try:
             stream = self.client.chat.completions.create(
                 model=model, messages=messages, temperature=temperature,
-                max_tokens=max_tokens, stream=True,
+                max_tokens=max_tokens, stream=True, **sampling,
             )
-            for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+            # Leaving this block for any reason (the answer is done, Stop, Retry, a closed
+            # tab: the caller closes this generator) closes the HTTP stream, and vLLM stops
+            # generating for a client that has gone. Without it, it ran to max_tokens.
+            with stream:
+                for index, chunk in enumerate(stream):
+                    if not chunk.choices or not chunk.choices[0].delta.content:
+                        continue
+                    piece = chunk.choices[0].delta.content
+                    if index <= 1 and piece == SERVER_RESOURCES:
+                        continue  # the endpoint's own crisis screen: the UI shows its panel
+                    yield piece
         except openai.APIStatusError as error:
             raise EndpointError(
                 f"{model} answered HTTP {error.status_code}: {_error_text(error)}"

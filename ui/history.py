@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 from qtune.feedback.history import History
 from qtune.feedback.store import FeedbackWriteError
-from qtune.ui.state import ChatSession, UIState
+from qtune.ui.state import LOCAL_OWNER, ChatSession, UIState
 
 HISTORY_HEADERS = ["Title", "Assistant", "Mode", "Models", "Messages", "Started (UTC)"]
 
@@ -18,14 +18,14 @@ HISTORY_HEADERS = ["Title", "Assistant", "Mode", "Models", "Messages", "Started 
 class HistoryHandlers(UIState):
     """Event handlers of the History tab."""
 
-    @property
-    def history(self) -> History:
-        return History(self.store)
+    def history_of(self, owner: str) -> History:
+        """The conversations ``owner`` may see (their own only)."""
+        return History(self.store, owner, see_unowned=self.sees_unowned(owner))
 
-    def history_list(self):
+    def history_list(self, owner: str = LOCAL_OWNER):
         """(table rows, conversation ids in row order, status)."""
         try:
-            summaries = self.history.list()
+            summaries = self.history_of(owner).list()
         except FeedbackWriteError as error:
             return [], [], f"Cannot read the history: {error}"
         rows = [[s.title, s.assistant, s.mode, ", ".join(s.models), s.messages,
@@ -41,15 +41,16 @@ class HistoryHandlers(UIState):
         title = event.row_value[0] if getattr(event, "row_value", None) else ""
         return ids[row], title
 
-    def history_open(self, conversation_id: str):
+    def history_open(self, conversation_id: str, owner: str = LOCAL_OWNER):
         """Load a chat into the Chat tab to continue it: (chatbot, chat session, assistant,
         tabs, status)."""
-        conversation = self.history.conversation(conversation_id) if conversation_id else None
+        conversation = (self.history_of(owner).conversation(conversation_id)
+                        if conversation_id else None)
         if conversation is None:
             raise gr.Error("Pick a conversation in the table first.")
         if conversation["mode"] != "chat":
             raise gr.Error("Comparisons can be read and exported here; continue a chat instead.")
-        session = ChatSession(conversation_id=conversation["id"],
+        session = ChatSession(conversation_id=conversation["id"], owner=owner,
                               assistant=conversation["assistant"], stored_conversation=True)
         for message in conversation["messages"]:
             session.append(message["role"], message["content"], message.get("model"))
@@ -57,33 +58,39 @@ class HistoryHandlers(UIState):
         return (session.history, session, conversation["assistant"], gr.Tabs(selected="chat"),
                 f"Opened “{conversation.get('title') or conversation_id}” in Chat.")
 
-    def history_rename(self, conversation_id: str, title: str):
+    def history_rename(self, conversation_id: str, title: str, owner: str = LOCAL_OWNER):
         if not conversation_id:
             raise gr.Error("Pick a conversation in the table first.")
         try:
-            self.history.rename(conversation_id, title)
+            self.history_of(owner).rename(conversation_id, title)
         except ValueError as error:
             raise gr.Error(str(error)) from error
         except FeedbackWriteError as error:
             raise gr.Error(f"Not renamed: {error}") from error
-        return self.history_list()
+        return self.history_list(owner)
 
-    def history_delete(self, conversation_id: str):
+    def history_delete(self, conversation_id: str, owner: str = LOCAL_OWNER):
         if not conversation_id:
             raise gr.Error("Pick a conversation in the table first.")
         try:
-            self.history.delete(conversation_id)
+            self.history_of(owner).delete(conversation_id)
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
         except FeedbackWriteError as error:
             raise gr.Error(f"Not deleted: {error}") from error
-        rows, ids, status = self.history_list()
+        rows, ids, status = self.history_list(owner)
         return rows, ids, f"Deleted. {status}", "", ""
 
-    def history_export(self, conversation_id: str, kind: str) -> str:
+    def history_export(self, conversation_id: str, kind: str, owner: str = LOCAL_OWNER) -> str:
         """A file to download: the conversation as JSON or Markdown."""
         if not conversation_id:
             raise gr.Error("Pick a conversation in the table first.")
-        text = (self.history.export_json(conversation_id) if kind == "json"
-                else self.history.export_markdown(conversation_id))
+        history = self.history_of(owner)
+        try:
+            text = (history.export_json(conversation_id) if kind == "json"
+                    else history.export_markdown(conversation_id))
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
         folder = Path(tempfile.mkdtemp(prefix="qtune-export-"))
         path = folder / f"conversation-{conversation_id[:8]}.{'json' if kind == 'json' else 'md'}"
         path.write_text(text, encoding="utf-8")

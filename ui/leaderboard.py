@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 from qtune.feedback import leaderboard as lb
 from qtune.feedback.store import FeedbackWriteError
-from qtune.ui.state import UIState
+from qtune.ui.state import LOCAL_OWNER, UIState
 
 LEADERBOARD_HEADERS = ["Rank", "Model", "Kind", "Rating", "95% CI", "Win rate", "Votes",
                        "W / L / T"]
@@ -59,7 +59,9 @@ def win_rate_plot(votes: list[dict], assistant: str):
 class LeaderboardHandlers(UIState):
     """Event handler of the Leaderboard tab."""
 
-    def leaderboard(self, assistant: str):
+    def leaderboard(self, assistant: str, owner: str = LOCAL_OWNER):
+        if not self.is_admin(owner):
+            return [], None, None, "The leaderboard is for admins (`qtune users add --admin`)."
         try:
             votes = self.store.votes(assistant)
         except FeedbackWriteError as error:

@@ -4,10 +4,12 @@ the endpoint, the feedback store, the model lists and the input checks."""
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 
 import gradio as gr
 from qtune.data.prompts import SYSTEM_PROMPTS
+from qtune.feedback.accounts import Accounts
 from qtune.feedback.store import FeedbackStore, FeedbackWriteError, Vote
 from qtune.ui.cards import model_card
 from qtune.ui.endpoint import Endpoint, EndpointError, ServedModel, default_pair, parse_model
@@ -44,12 +46,15 @@ MIN_READ_SECONDS = 2.0
 #: tab or a crash loses at most this much of it.
 SAVE_EVERY_S = 1.0
 DEFAULT_TEMPERATURE = 0.7
+#: The owner of what a handler stores when it is called in process (tests, scripts).
+LOCAL_OWNER = "local"
 @dataclass
 class ChatSession:
     """One browser tab's chat: plain messages, and the database id of each once stored."""
 
     conversation_id: str = ""
     assistant: str = ""
+    owner: str = LOCAL_OWNER
     history: list[dict] = field(default_factory=list)
     models: list[str | None] = field(default_factory=list)
     ids: list[int | None] = field(default_factory=list)
@@ -57,6 +62,8 @@ class ChatSession:
     stop_requested: bool = False
     #: message id -> the rating given in this tab (one rating per answer and tab)
     rated: dict[int, int] = field(default_factory=dict)
+    #: the answers flagged in this tab (one flag per answer and tab)
+    flagged: set[int] = field(default_factory=set)
     #: an answer is arriving: a second question must wait
     streaming: bool = False
     #: the stored answer that Retry took back: the next answer regenerates it (its sibling)
@@ -79,6 +86,7 @@ class CompareSession:
 
     conversation_id: str = ""
     assistant: str = ""
+    owner: str = LOCAL_OWNER
     left: str = ""
     right: str = ""
     blind: bool = True
@@ -114,14 +122,48 @@ class UIState:
         self.max_tokens = max_tokens  # the slider's starting value
         self.message_limit = RateLimiter(config.ui_messages_per_minute)
         self.vote_limit = RateLimiter(config.ui_votes_per_minute)
+        #: set by launch(): whether people log in, and who among them are admins
+        self.login_required = False
+        self.admin_names: set[str] = set()
+        self.accounts = Accounts(self.store)
 
     @staticmethod
     def rate_refusal(limiter: RateLimiter, request: gr.Request | None, what: str) -> str | None:
-        """Why this client may not do one more ``what`` now, or None (and it is counted)."""
-        if limiter.allow(client_of(request)):
+        """Why this person (their account, else their address) may not do one more
+        ``what`` now, or None (and it is counted)."""
+        name = getattr(request, "username", None)
+        if limiter.allow(f"user:{name}" if name else client_of(request)):
             return None
-        return (f"Too many {what} from your address: at most {limiter.limit} a minute. "
+        return (f"Too many {what} from you: at most {limiter.limit} a minute. "
                 "Wait a minute, then try again.")
+
+    # --- who is using this page ------------------------------------------------------------
+
+    @staticmethod
+    def identify(browser_id: str | None, request: gr.Request = None) -> tuple[str, str]:
+        """(this browser's own id, kept in its local storage; the owner of what this page
+        stores): the account when people log in, else the browser."""
+        if not (isinstance(browser_id, str) and len(browser_id) >= 16):
+            browser_id = secrets.token_urlsafe(18)
+        name = getattr(request, "username", None)
+        return browser_id, (f"user:{name}" if name else f"browser:{browser_id}")
+
+    def is_admin(self, owner: str) -> bool:
+        """Admins see the leaderboard; without logins the machine's one user is admin."""
+        if not self.login_required:
+            return True
+        name = owner.removeprefix("user:") if owner.startswith("user:") else None
+        if name is None:
+            return False
+        if name in self.admin_names:
+            return True
+        account = self.accounts.get(name)
+        return account is not None and account.admin
+
+    def sees_unowned(self, owner: str) -> bool:
+        """Conversations stored before they had owners belong to the machine's owner: the
+        single local user, or an admin."""
+        return owner == LOCAL_OWNER or self.is_admin(owner)
 
     # --- models and status ---------------------------------------------------------------
 
