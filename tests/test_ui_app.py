@@ -390,3 +390,35 @@ def test_an_adapter_with_any_name_is_an_adapter(tmp_path):
     ui.served["my-adapter"] = parse_model("my-adapter", "smollm2-135m-instruct", "/x")
     assert ui.label("my-adapter") == "adapter · my-adapter"
     assert parse_model("my-adapter").label == "base"  # what the name alone would say
+
+
+def test_ratings_and_flags_wait_for_the_finished_answer(tmp_path):
+    """Only an answer this page has shown in full is rated or flagged, once."""
+    from types import SimpleNamespace
+
+    from qtune.ui.state import ChatSession
+
+    store = FeedbackStore(tmp_path / "fb.db")
+    ui = QtuneUI(api_base="http://127.0.0.1:9/v1", store=store)
+    session = ChatSession(conversation_id="c1", assistant="math", owner="user:ann")
+    session.append("user", "What is 2 + 2?")
+    session.append("assistant", "It is", "math-lora")
+    ui.persist_chat(session)
+    session.streaming = True  # the answer is still arriving
+    like = SimpleNamespace(index=1, liked=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ui.chat_rate(session, like)
+    assert store.ratings() == []
+    with pytest.raises(gr.Error, match="Wait until the answer is complete"):
+        ui.chat_flag(session, "wrong")
+    session.streaming = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ui.chat_rate(session, like)
+        ui.chat_flag(session, "wrong")
+    assert [(r["rating"], r["voter"]) for r in store.ratings()] == [(1, "user:ann")]
+    with pytest.raises(gr.Error, match="flagged this answer already"):
+        ui.chat_flag(session, "wrong")
+    with pytest.raises(gr.Error, match="Choose why"):
+        ui.chat_flag(session, "a reason no button offers")

@@ -344,3 +344,29 @@ def test_the_http_api_cannot_store_a_vote_or_a_rating(stack):
                     if "process_completed" in line or "close_stream" in line:
                         break
     assert counts() == before
+
+
+def test_two_browsers_see_only_their_own_history(stack, page):
+    """A second browser (its own storage, as another person's) lists none of the first
+    one's conversations, and cannot reopen them; the first still sees its own."""
+    secret = "My private worry about the exam, number 4711"
+    page.reload()
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-input textarea").fill(secret)
+    page.locator("#chat-send").click()
+    page.wait_for_selector("#status:has-text('answered')")
+    page.reload()
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-table").get_by_text(secret).first.wait_for(timeout=30_000)
+    other = page.context.browser.new_context()
+    try:
+        stranger = other.new_page()
+        stranger.set_default_timeout(ANSWER_TIMEOUT_MS)
+        stranger.goto(stack[0])
+        stranger.wait_for_selector("#status:has-text('Connected')")
+        stranger.get_by_role("tab", name="History").click()
+        stranger.wait_for_selector("#history-status:has-text('conversations')")
+        assert stranger.locator("#history-table").get_by_text(secret).count() == 0
+        assert "4711" not in stranger.locator("#history-table").inner_text()
+    finally:
+        other.close()
