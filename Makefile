@@ -39,7 +39,7 @@ finetune-all: setup  ## retrain the four shipped adapters (see configs/)
 study: setup  ## run (or resume) the fair study of studies/circuit.toml -> docs/study.md (hours)
 	$(BIN)/qtune study --config studies/circuit.toml
 
-study-designs: setup  ## run (or resume) issue 13's designs, studies/designs.toml -> docs/study-designs.md (hours)
+study-designs: setup  ## run (or resume) the quantum-designs study, studies/designs.toml -> docs/study-designs.md (hours)
 	$(BIN)/qtune study --config studies/designs.toml
 
 screenshots: setup  ## rerun the browser tests and copy their screenshots into docs/screenshots

@@ -38,7 +38,7 @@ def _method_text(config: TrainConfig) -> str:
                 f"on {targets}: the baseline for the QWTH adapter trained with the same data, "
                 "schedule, steps and seed.")
     if config.method == "qtha":
-        return (f"QTHA (the seed paper's per-token adapter) on {targets}: a tensor-train "
+        return (f"QTHA (Origin Quantum's per-token adapter) on {targets}: a tensor-train "
                 f"down-projection to r = {adapter.r}, a {adapter.r}-qubit circuit with "
                 f"{adapter.circuit_layers} re-encoding layer(s) fused with a classical branch by "
                 "trainable r x r matrices, and a tensor-train up-projection. Its update depends "

@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--config", type=Path, help="TOML file with the run's settings (e.g. configs/math-qwth.toml)")
     add("--task", help="what to learn: " + ", ".join(TASKS) + default(run.task))
     add("--method", help="qwth (quantum/tensor-network adapter), lora (PEFT baseline) or "
-        "qtha (the seed paper's per-token adapter: trained in process, not servable as a LoRA)"
+        "qtha (Origin Quantum's per-token adapter: trained in process, not servable as a LoRA)"
         + default(run.method))
     add("--model", help="base model: Hugging Face id or local folder (default: embedded SmolLM2)")
     add("--steps", type=int, help="number of optimizer steps" + default(run.steps))

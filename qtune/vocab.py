@@ -15,7 +15,7 @@ ASSISTANTS: tuple[str, ...] = ("math", "counselling")
 #: Adapter kinds that are served (as PEFT LoRAs): the quantum-weighted tensor hybrid and
 #: its baseline.
 METHODS: tuple[str, ...] = ("qwth", "lora")
-#: Adapter kinds the trainer builds: the served ones and QTHA, the seed paper's per-token
+#: Adapter kinds the trainer builds: the served ones and QTHA, Origin Quantum's per-token
 #: adapter, which has no LoRA form and is trained and evaluated in process only.
 TRAIN_METHODS: tuple[str, ...] = (*METHODS, "qtha")
 #: How each method is called in tables and the UI.

@@ -1,4 +1,4 @@
-"""QTHA, the seed paper's per-token adapter: the batched circuit against PennyLane, the
+"""QTHA, Origin Quantum's per-token adapter: the batched circuit against PennyLane, the
 batched forward against a slow per-token reference, start, training, saving and errors."""
 
 from __future__ import annotations

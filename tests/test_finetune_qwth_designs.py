@@ -1,4 +1,4 @@
-"""QWTH's designs (issue 13): expectation-value readout, one circuit per adapted layer,
+"""QWTH's designs: expectation-value readout, one circuit per adapted layer,
 QuanTA's non-zero start, and separate learning rates — each checked against a reference
 and exported exactly to a PEFT LoRA."""
 

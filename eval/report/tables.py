@@ -1,4 +1,4 @@
-"""The report's Markdown tables, and the seed's claims next to what was measured."""
+"""The report's Markdown tables, and the paper's claims next to what was measured."""
 
 from __future__ import annotations
 
@@ -187,8 +187,8 @@ def _find(found: Sequence[Comparison], task: str, metric: str, a: str, b: str) -
 def claims_table(
     facts: dict[str, AdapterFacts], results: dict, found: Sequence[Comparison]
 ) -> list[str]:
-    """The seed's figures next to what was measured here, with a plain verdict."""
-    lines = ["| seed's claim | measured here | verdict |", "|---|---|---|"]
+    """The paper's figures next to what was measured here, with a plain verdict."""
+    lines = ["| paper's claim | measured here | verdict |", "|---|---|---|"]
 
     shares = []
     for assistant in ASSISTANTS:

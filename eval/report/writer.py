@@ -160,7 +160,7 @@ def write_report(
             "",
         ]
     lines += [
-        "## How the seed's claims fare",
+        "## How the paper's claims fare",
         "",
         *claims_table(facts, results, found),
         "",

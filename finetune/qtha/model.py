@@ -1,4 +1,4 @@
-"""``QTHAModel``: the seed paper's per-token quantum tensor hybrid adapter (QTHA).
+"""``QTHAModel``: Origin Quantum's per-token quantum tensor hybrid adapter (QTHA).
 
 In every adapted linear layer, for every token x:
 
