@@ -52,10 +52,12 @@ class History:
     def _conversations(self) -> list[dict]:
         return [c for c in self.store.conversations() if self.visible(c)]
 
-    def _own(self, conversation_id: str) -> None:
-        """Raise ValueError unless this person may change the conversation."""
-        if self.conversation(conversation_id) is None:
+    def _own(self, conversation_id: str) -> dict:
+        """The conversation, or ValueError unless this person may see and change it."""
+        conversation = self.conversation(conversation_id)
+        if conversation is None:
             raise ValueError("no such conversation in your history")
+        return conversation
 
     def list(self, limit: int = 200) -> list[ConversationSummary]:
         summaries = []
@@ -97,13 +99,10 @@ class History:
             db["conversations"].delete_where("id = ?", [conversation_id])
 
     def export_json(self, conversation_id: str) -> str:
-        self._own(conversation_id)
-        return json.dumps(self.conversation(conversation_id), ensure_ascii=False, indent=2)
+        return json.dumps(self._own(conversation_id), ensure_ascii=False, indent=2)
 
     def export_markdown(self, conversation_id: str) -> str:
-        self._own(conversation_id)
-        conversation = self.conversation(conversation_id)
-        assert conversation is not None  # _own checked it
+        conversation = self._own(conversation_id)
         first = next((m["content"] for m in conversation["messages"] if m["role"] == "user"), "")
         lines = [f"# {conversation.get('title') or default_title(first)}", "",
                  f"{conversation['assistant']} assistant, {conversation['mode']}, "

@@ -119,6 +119,20 @@ def _check_ranks(shapes: dict[str, list[int]], config: dict) -> None:
             )
 
 
+def weights_refusal(folder: Path) -> str | None:
+    """Why the adapter in ``folder`` must not be served, judged on every weight (None:
+    every value is finite and sane). Shared by `qtune serve`, `qtune adapters load` and the
+    runtime-load route of the running server (qtune.serve.guard)."""
+    try:
+        problem = fmt.weight_problem(folder / fmt.PEFT_WEIGHTS_FILE)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"{fmt.PEFT_WEIGHTS_FILE} cannot be read in full ({error})"
+    if problem:
+        return (f"{fmt.PEFT_WEIGHTS_FILE}: {problem}; it would poison the engine for every "
+                "model. Retrain or re-export it")
+    return None
+
+
 def same_base(declared: str, base_names: set[str]) -> bool:
     """Whether an adapter's ``base_model_name_or_path`` names the served base model: the
     last path component, case aside ("HuggingFaceTB/SmolLM2-135M-Instruct" names the
@@ -162,13 +176,9 @@ def validate_adapter(name: str, path: str | Path, base: BaseShapes,
             raise QtuneError(
                 f"{fmt.PEFT_WEIGHTS_FILE} is not a readable safetensors file ({error})") from error
         _check_ranks(shapes, config)
-        try:
-            problem = fmt.weight_problem(folder / fmt.PEFT_WEIGHTS_FILE)
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise QtuneError(f"{fmt.PEFT_WEIGHTS_FILE} cannot be read in full ({error})") from error
+        problem = weights_refusal(folder)
         if problem:
-            raise QtuneError(f"{fmt.PEFT_WEIGHTS_FILE}: {problem}; it would poison the "
-                             "engine for every model. Retrain or re-export it")
+            raise QtuneError(problem)
         try:
             modules = fmt.check_module_shapes(fmt.peft_module_shapes(shapes), base)
         except QtuneError as error:

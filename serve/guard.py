@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 
 import httpx
+from qtune.serve.adapters import weights_refusal
 from qtune.serve.screen import ChatScreen, RequestTooLarge, read_body, replay
+from qtune.serve.server import BASE_MODEL_ENV, SCREENED_MODELS_ENV, SCREENED_TASKS_ENV
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -37,12 +39,6 @@ from qtune import adapter_format as fmt
 
 log = logging.getLogger(__name__)
 
-#: Served names of the models whose chats are screened (JSON list), set by `qtune serve`.
-SCREENED_MODELS_ENV = "QTUNE_SCREENED_MODELS"
-#: Tasks whose runtime-loaded adapters are screened too (JSON list), set by `qtune serve`.
-SCREENED_TASKS_ENV = "QTUNE_SCREENED_TASKS"
-#: The served base model's name, which the health probe asks.
-BASE_MODEL_ENV = "QTUNE_BASE_MODEL"
 #: The engine is asked again at most this often; /health answers from the last verdict.
 HEALTH_PROBE_EVERY_S = 10.0
 HEALTH_PROBE_PROMPT = "The capital of France is"
@@ -110,8 +106,8 @@ class ServeGuard:
         self.screened = set(_json_list(SCREENED_MODELS_ENV))
         self.screened_tasks = set(_json_list(SCREENED_TASKS_ENV))
         self.health = HealthProbe(os.environ.get(BASE_MODEL_ENV))
-        # The classifier's encoder takes seconds to load: not on the first request.
-        threading.Thread(target=_warm_up, name="qtune-screen-warm-up", daemon=True).start()
+        if self.screened:  # the encoder takes seconds to load: not on the first chat
+            threading.Thread(target=_warm_up, name="qtune-screen-warm-up", daemon=True).start()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -163,6 +159,9 @@ class ServeGuard:
         await JSONResponse(reply)(scope, receive, send)
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.screened:  # nothing to screen: vLLM's route as it is
+            await self.app(scope, receive, send)
+            return
         body = await read_body(receive)
         try:
             request = json.loads(body)
@@ -185,14 +184,9 @@ class ServeGuard:
         except (ValueError, KeyError, TypeError):
             await self.app(scope, replay(body, receive), send)  # vLLM reports it
             return
-        weights = folder / fmt.PEFT_WEIGHTS_FILE
-        try:
-            problem = await asyncio.to_thread(fmt.weight_problem, weights)
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            problem = f"{weights} cannot be read in full ({error})"
+        problem = await asyncio.to_thread(weights_refusal, folder)
         if problem:
-            await _error(scope, receive, send, 400,
-                         f"adapter {name!r} refused: {problem}; it would poison the engine")
+            await _error(scope, receive, send, 400, f"adapter {name!r} refused: {problem}")
             return
         if fmt.adapter_task(folder, name) in self.screened_tasks:
             self.screened.add(name)

@@ -108,6 +108,11 @@ class ServeConfig:
                              f"not {self.crisis_screen!r}")
 
 
+#: What qtune.serve.guard reads in vLLM's process (guard_environment): screened models and
+#: tasks (JSON lists), and the base model's served name, which the health probe asks.
+SCREENED_MODELS_ENV = "QTUNE_SCREENED_MODELS"
+SCREENED_TASKS_ENV = "QTUNE_SCREENED_TASKS"
+BASE_MODEL_ENV = "QTUNE_BASE_MODEL"
 #: The values of ServeConfig.crisis_screen (and `qtune serve --crisis-screen`).
 CRISIS_SCREEN_CHOICES = ("assistants", "all", "off")
 
@@ -307,13 +312,10 @@ class VLLMServer:
 
     def guard_environment(self) -> dict[str, str]:
         """What qtune.serve.guard reads in vLLM's process."""
-        from qtune.serve import guard
-
         tasks = {"off": [], "all": list(TASKS),
                  "assistants": list(CRISIS_SCREENED_TASKS)}[self.config.crisis_screen]
-        return {guard.SCREENED_MODELS_ENV: json.dumps(self.screened_models()),
-                guard.SCREENED_TASKS_ENV: json.dumps(tasks),
-                guard.BASE_MODEL_ENV: self.base_name}
+        return {SCREENED_MODELS_ENV: json.dumps(self.screened_models()),
+                SCREENED_TASKS_ENV: json.dumps(tasks), BASE_MODEL_ENV: self.base_name}
 
     # ----- life cycle ----------------------------------------------------------------
     def start(self, wait: bool = True, timeout: float | None = None) -> VLLMServer:
