@@ -3,7 +3,10 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
+# The shared data folder where it exists; without one the loaders read the Hugging Face Hub.
+ifneq ($(wildcard ../shared/datasets),)
 export QTUNE_DATA_DIR ?= $(abspath ../shared/datasets)
+endif
 
 .PHONY: help setup run serve ui test test-fast lint bench finetune-all eval-all study study-designs screenshots clean
 
@@ -46,8 +49,8 @@ screenshots: setup  ## rerun the browser tests and copy their screenshots into d
 	$(BIN)/python -m pytest -q -m browser tests/test_ui_browser.py
 	for name in chat compare leaderboard history; do cp test-artifacts/ui-$$name.png docs/screenshots/$$name.png; done
 
-eval-all: setup  ## rebuild docs/results.md from the served adapters
-	$(BIN)/qtune report
+eval-all: setup  ## rebuild docs/results.md from the served adapters (100 GSM8K problems, as shipped)
+	$(BIN)/qtune report --limit 100
 
 bench:  ## the cost benchmarks behind docs/benchmarks.md (run on a quiet machine)
 	$(BIN)/python bench/bench_circuits.py --markdown

@@ -215,7 +215,9 @@ def _load_hub(name: str, config: str | None = None) -> Any:
     except Exception as error:  # network, auth or cache problems all end the same way
         raise QtuneError(
             f"could not load {name} from the Hugging Face Hub ({type(error).__name__}: {error}). "
-            "Without internet access, set QTUNE_DATA_DIR to a local copy of the datasets."
+            "Is this machine offline, or the Hub unreachable? Without network access, set "
+            "QTUNE_DATA_DIR (or --data-dir) to a local copy of the datasets (layout: "
+            "docs/configuration.md)."
         ) from error
 
 

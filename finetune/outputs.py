@@ -70,7 +70,7 @@ def write_outputs(model, config: TrainConfig, output: Path, base_name: str,
         from qtune.finetune.qwth import export_peft, save_compact
 
         compact = output / fmt.QWTH_DIR
-        save_compact(model, compact)
+        save_compact(model, compact, base_name)
         export_peft(model, output, base_name)
         metrics["compact_bytes"] = fmt.folder_bytes(compact)
         metrics["compact_path"] = f"{fmt.QWTH_DIR}/"

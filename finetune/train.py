@@ -261,9 +261,10 @@ def _train(config: TrainConfig, output: Path,
         accelerator.wait_for_everyone()
 
     if is_main:
+        # No machine paths: the file ships with the adapter (the folder is the output).
+        recorded = {k: v for k, v in config.to_dict().items() if k != "output"}
         fmt.write_json(output / fmt.TRAINING_CONFIG_FILE, {
-            **config.to_dict(), "base_model_resolved": base_path,
-            "base_model_name_or_path": base_name, "num_processes": world})
+            **recorded, "base_model_name_or_path": base_name, "num_processes": world})
     if state.step == 0 and not state.history:
         state.history.append({"step": 0, "train_loss": None, "lr": None, "seconds": 0.0,
                               "eval_loss": evaluate(model, held_out, accelerator)

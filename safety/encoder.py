@@ -34,8 +34,8 @@ GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 #: The deepest layer any candidate of `qtune safety train` reads (of 18). One message is a
 #: handful of tokens, so a forward pass is bound by reading the weights, and its time grows
-#: with the layers kept: in float32 on 2 cores 12 layers took 57 ms against the issue's
-#: 50 ms budget (docs/benchmarks.md). bf16 or int8 would be faster but gave other features
+#: with the layers kept: in float32 on 2 cores 12 layers took 57 ms against the
+#: 50 ms per-message budget (docs/benchmarks.md). bf16 or int8 would be faster but gave other features
 #: on other CPUs (bf16: native on some, emulated on others) or worse ones (int8 dynamic
 #: quantisation: 18% dev false alarms where float32 gave 10%), so float32 with fewer layers.
 KEPT_LAYERS = 9

@@ -22,7 +22,7 @@ from qtune.safety.classifier import (
 )
 from qtune.safety.dataset import Message, load_messages, training_data_hash
 
-#: The issue's target; the threshold is set to reach it on dev in each language.
+#: The recall the screen promises; the threshold is set to reach it on dev in each language.
 TARGET_RECALL = 0.95
 NGRAM_RANGES = ((1, 3), (1, 4), (2, 4))
 C_VALUES = (3.0, 10.0, 30.0)

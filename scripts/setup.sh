@@ -17,7 +17,19 @@ if [ "$DEVICE" = auto ]; then
 fi
 echo "qtune setup: device=$DEVICE venv=$VENV"
 
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+# The supported Python range is pyproject.toml's requires-python (one place); pip would
+# refuse another version only after minutes of downloads, so check it first.
+check_python() {
+  "$1" - <<'PY'
+import re, sys
+spec = re.search(r'^requires-python = "(.*)"', open("pyproject.toml").read(), re.M).group(1)
+low, high = (tuple(map(int, v.split("."))) for v in re.fullmatch(r">=([\d.]+),<([\d.]+)", spec).groups())
+if not low <= sys.version_info[:2] < high:
+    sys.exit(f"qtune setup: Python {sys.version.split()[0]} is not supported ({spec}); "
+             "set PYTHON=python3.11 (or another supported version) and remove .venv")
+PY
+}
+if [ -x "$VENV/bin/python" ]; then check_python "$VENV/bin/python"; else check_python "$PYTHON"; "$PYTHON" -m venv "$VENV"; fi
 PIP="$VENV/bin/python -m pip"
 
 # Reinstall only when the pins changed since the last successful install.

@@ -5,7 +5,6 @@ Intervals are Student-t intervals over seeds; tests are scipy's paired t-test
 
 from __future__ import annotations
 
-import datetime as dt
 import statistics
 from pathlib import Path
 
@@ -130,8 +129,8 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
     planned = study.planned_runs()
     lines = [
         f"# Study `{study.name}`: {study.title}", "",
-        f"Produced by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on "
-        f"{cpu_text()}. {len(rows)} runs done ({planned} planned before sweeps whose best rate "
+        # No clock time: a report changes only when its content does.
+        f"Produced by `{command}` on {cpu_text()}. {len(rows)} runs done ({planned} planned before sweeps whose best rate "
         f"was at an edge were extended), {hours:.1f} hours of "
         "training in all" + ("." if len(rows) >= planned else
                              " — **incomplete: the answers below are provisional**."), "",

@@ -139,8 +139,8 @@ def write_report(
     lines = [
         "# Results: base model vs LoRA vs QWTH",
         "",
-        f"Produced by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"on {machine_text()}.",
+        # No clock time: a report changes only when its content does.
+        f"Produced by `{command}` on {machine_text()}.",
         "",
     ]
     if evaluated:
@@ -224,8 +224,9 @@ def write_report(
     lines += [
         "## Notes",
         "",
-        "- Base model: SmolLM2-135M-Instruct (bf16 weights); vLLM computes in "
-        f"{_serving_dtype_words()} on this machine.",
+        "- Base model: the embedded SmolLM2-135M-Instruct, a Q4_1 GGUF dequantised to bf16 "
+        "weights by `qtune model prepare` (4-bit rounding shows in every figure here); vLLM "
+        f"computes in {_serving_dtype_words()} on this machine.",
         f"- Adapters read from `{_shown_path(adapters_dir)}` when this report was written; their "
         "training settings are in `configs/` and each adapter's README.md.",
         '- "vs LoRA" / "vs base": difference in percentage points (pts) or in the '

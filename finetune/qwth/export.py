@@ -53,14 +53,17 @@ def _metadata(model: QWTHModel, base_model_name_or_path: str | None = None) -> d
     }
 
 
-def save_compact(model: QWTHModel, folder: str | Path) -> Path:
-    """Write the trained QWTH parameters, config and base-model metadata to ``folder``."""
+def save_compact(model: QWTHModel, folder: str | Path,
+                 base_model_name_or_path: str | None = None) -> Path:
+    """Write the trained QWTH parameters, config and base-model metadata to ``folder``;
+    the base is recorded by ``base_model_name_or_path`` where given (a name that travels,
+    not the local folder it was loaded from)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / QWTH_CONFIG_FILE, model.config.to_dict())
-    write_json(folder / QWTH_METADATA_FILE, _metadata(model))
+    write_json(folder / QWTH_METADATA_FILE, _metadata(model, base_model_name_or_path))
     save_file(model.compact_state_dict(), str(folder / QWTH_WEIGHTS_FILE), metadata={"format": "pt"})
     return folder
 
