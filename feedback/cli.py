@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qtune.feedback.export import EXPORT_FILES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     _register_feedback(subparsers)
@@ -30,7 +32,7 @@ def _register_users(subparsers: argparse._SubParsersAction) -> None:
                      help="read the password from the first line of standard input "
                           "(scripts) instead of asking twice")
     remove = commands.add_parser("remove", help="delete an account (its conversations stay)")
-    remove.add_argument("name")
+    remove.add_argument("name", help="the account to delete")
     listing = commands.add_parser("list", help="print every account and its role")
     for command in (add, remove, listing):
         command.add_argument("--db", type=Path, default=None,
@@ -102,11 +104,8 @@ def _register_feedback(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="feedback_command", metavar="ACTION", required=True)
     export = commands.add_parser(
         "export", help="write votes, ratings, conversations and DPO preference pairs as JSONL",
-        description=(
-            "Write votes.jsonl, ratings.jsonl, conversations.jsonl (with their messages) and "
-            "preferences.jsonl (prompt, chosen, rejected from every decisive vote; ready for "
-            "DPO training) into DIR."
-        ),
+        description="Write into DIR: " + "; ".join(
+            f"{name}.jsonl, {what}" for name, what in EXPORT_FILES.items()) + ".",
     )
     export.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="folder to write the .jsonl files into (created if missing)")

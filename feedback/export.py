@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from qtune.feedback.store import FeedbackStore
+if TYPE_CHECKING:  # the CLI reads EXPORT_FILES at start-up; the store's imports are slow
+    from qtune.feedback.store import FeedbackStore
 
 
 def preferences(store: FeedbackStore) -> list[dict]:
@@ -29,6 +31,16 @@ def preferences(store: FeedbackStore) -> list[dict]:
         )
     return pairs
 
+#: The files `qtune feedback export` writes, and what each holds (the CLI and docs say the same).
+EXPORT_FILES = {
+    "votes": "one row per Compare vote",
+    "ratings": "one row per thumbs up or down",
+    "flags": "one row per flagged answer (reason, model, and the crisis screen's events)",
+    "conversations": "every conversation with its messages nested",
+    "preferences": "prompt, chosen, rejected from every decisive vote (the input of DPO trainers)",
+}
+
+
 def export(store: FeedbackStore, out_dir: str | Path) -> dict[str, int]:
     """Write votes, ratings, conversations and preferences as JSON Lines; return row counts."""
     out = Path(out_dir)
@@ -40,6 +52,7 @@ def export(store: FeedbackStore, out_dir: str | Path) -> dict[str, int]:
         "conversations": store.conversations(),
         "preferences": preferences(store),
     }
+    assert set(tables) == set(EXPORT_FILES)
     for name, rows in tables.items():
         with (out / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
             for row in rows:

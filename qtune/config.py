@@ -99,7 +99,9 @@ class Settings:
 
     @property
     def models_dir(self) -> Path:
-        return self.home / "models"
+        # Apart from the home so that a container can bake the models into its image and
+        # keep the home (feedback, runs, logs) on a volume.
+        return _env_path("QTUNE_MODELS_DIR", self.home / "models")
 
     @property
     def db_path(self) -> Path:

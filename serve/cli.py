@@ -32,7 +32,7 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
             "Check every adapter, start vLLM's OpenAI-compatible server with the base model "
             "and each adapter as its own model name, wait until it is healthy, print the "
             "endpoint and block until Ctrl-C. Extra vLLM arguments go after `--`, e.g. "
-            "`qtune serve -- --tensor-parallel-size 2` (see docs/serving.md)."
+            "`qtune serve -- --max-num-seqs 64` (see docs/serving.md)."
         ),
     )
     add_server_options(parser, address_flags=("--host", "--port", "--api-key"))
@@ -79,7 +79,7 @@ def add_server_options(parser: argparse.ArgumentParser,
         help="CPU only: VLLM_CPU_OMP_THREADS_BIND, e.g. '0-6' (default auto: every core on "
         "machines of up to 4 cores, else all cores but one)")
     add("--allow-runtime-lora", action="store_true",
-        help="allow `qtune adapters load/unload` on this server (development)")
+        help="allow `qtune adapters load` and `unload` on this server (development)")
     add("--max-lora-rank", type=int, default=None,
         help="override the --max-lora-rank computed from the adapters")
     add("--crisis-screen", choices=CRISIS_SCREEN_CHOICES, default=defaults.crisis_screen,

