@@ -8,7 +8,7 @@ ifneq ($(wildcard ../shared/datasets),)
 export QTUNE_DATA_DIR ?= $(abspath ../shared/datasets)
 endif
 
-.PHONY: help setup run serve ui test test-fast lint bench finetune-all eval-all study study-designs screenshots clean
+.PHONY: help setup run serve ui test test-fast lint docs bench finetune-all eval-all study study-designs screenshots clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test-fast: setup  ## the quick tests only (no real model, server or browser)
 lint:  ## ruff and hadolint (the Dockerfile)
 	$(BIN)/ruff check .
 	$(BIN)/hadolint Dockerfile
+
+docs:  ## rewrite docs/cli.md and the training-settings table from the code
+	$(BIN)/python -m qtune.cli_reference --update
 
 finetune-all: setup  ## retrain the four shipped adapters (see configs/)
 	$(BIN)/qtune finetune --all --overwrite

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qtune.finetune.methods import get_method
+
 from qtune import adapter_format as fmt
 
 if TYPE_CHECKING:
@@ -28,30 +30,6 @@ def format_loss(value: float | None) -> str:
 
 def _size(n_bytes: int) -> str:
     return f"{n_bytes:,} bytes ({n_bytes / 1024:.1f} KiB)"
-
-
-def _method_text(config: TrainConfig) -> str:
-    adapter = config.adapter
-    targets = ", ".join(adapter.target_modules)
-    if config.method == "lora":
-        return (f"Plain LoRA (PEFT) of rank {adapter.r}, alpha {adapter.lora_alpha}, no dropout, "
-                f"on {targets}: the baseline for the QWTH adapter trained with the same data, "
-                "schedule, steps and seed.")
-    if config.method == "qtha":
-        return (f"QTHA (Origin Quantum's per-token adapter) on {targets}: a tensor-train "
-                f"down-projection to r = {adapter.r}, a {adapter.r}-qubit circuit with "
-                f"{adapter.circuit_layers} re-encoding layer(s) fused with a classical branch by "
-                "trainable r x r matrices, and a tensor-train up-projection. Its update depends "
-                "on the token, so it has no LoRA form: trained and evaluated in process, not "
-                "served by vLLM.")
-    shots = "exact probabilities" if adapter.shots is None else f"{adapter.shots} shots"
-    return (f"QWTH: rank-{adapter.r} LoRA factors (alpha {adapter.lora_alpha}) on {targets} "
-            f"whose matrices are tensor-train cores (TT rank {adapter.tt_rank}, "
-            f"{adapter.n_factors} factors) modulated by a {adapter.n_qubits}-qubit, "
-            f"{adapter.circuit_layers}-layer parameterised quantum circuit simulated with "
-            f"PennyLane `{adapter.device}` ({shots}). Only the cores and circuit angles are "
-            "trained; the dense LoRA factors are generated from them and exported as a "
-            "standard PEFT LoRA.")
 
 
 def _retrain_text(name: str) -> str:
@@ -95,12 +73,7 @@ def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
     percent = metrics.get("percent_of_same_rank_lora")
     tokens = metrics["tokens_seen"]
     wall = metrics["wall_seconds"]
-    compact_note = {
-        "qwth": f"the `{fmt.QWTH_DIR}/` folder (cores + circuit angles; `qtune.finetune."
-                "qwth.load_compact` rebuilds the adapter)",
-        "qtha": f"the `{fmt.QTHA_DIR}/` folder (`qtune.finetune.qtha.model.load_qtha` "
-                "rebuilds it)",
-    }.get(config.method, f"`{fmt.PEFT_WEIGHTS_FILE}`")
+    compact_note = get_method(config.method).compact_note
     lines = [
         f"# {name}",
         "",
@@ -108,7 +81,7 @@ def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
         "",
         "## Method",
         "",
-        _method_text(config),
+        get_method(config.method).describe(config.adapter),
         "",
         "## Base model",
         "",

@@ -1,11 +1,11 @@
 """What defines a fine-tuning run: one typed dataclass, checked before anything loads.
 
-``TrainConfig`` holds the run (task, method, schedule, budget, outputs) and composes the
-adapter's own ``QWTHConfig`` (rank, alpha, targets — shared by both methods — and QWTH's
-circuit and tensor-train settings) rather than copying its fields. TOML files and
-``training_config.json`` stay flat: adapter keys sit beside the run's keys (or in an
-``[adapter]`` table), and ``from_dict`` routes them. Importing this module is cheap (no
-torch), so the CLI reads its defaults from here.
+``TrainConfig`` holds the run (task, method, schedule, budget, outputs) and the chosen
+method's own config (``adapter``: an ``AdapterConfig`` subclass from the method registry,
+``qtune.finetune.methods``). TOML files and ``training_config.json`` stay flat: adapter
+keys sit beside the run's keys (or in an ``[adapter]`` table), and ``from_dict`` routes
+them to the method's config. Every field's docstring is its help text (``--help`` and
+docs/configuration.md). Importing this module is cheap (no torch).
 """
 
 from __future__ import annotations
@@ -13,28 +13,28 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from qtune.finetune.qwth.config import QWTHConfig
+from qtune.finetune.methods import AdapterConfig, get_method, method_names, owners_of
 
 from qtune.config import settings
 from qtune.errors import QtuneError
-from qtune.vocab import EVAL_SPLITS, TASKS, TRAIN_METHODS
+from qtune.vocab import EVAL_SPLITS, TASKS
 
 MIXED_PRECISION = ("auto", "bf16", "no")
 EVAL_POOLS = ("best", "all")
 #: Fields that may change between a run and its resumption without changing its result.
 RESUME_FREE_FIELDS = {"output", "resume", "overwrite", "eval_every", "eval_at_start", "save_every",
                       "keep_checkpoint"}
-#: Adapter fields a run sets itself (QWTH's seed is the run's seed).
+#: Adapter fields a run sets itself (an adapter's seed is the run's seed).
 _RUN_OWNED_ADAPTER_FIELDS = {"seed"}
 
 
-def adapter_fields() -> list[str]:
-    """The QWTHConfig fields a run config may set (every one but the seed)."""
-    return [f.name for f in dataclasses.fields(QWTHConfig)
+def adapter_fields(config_class: type[AdapterConfig]) -> list[str]:
+    """The fields of a method's config a run may set (every one but the seed)."""
+    return [f.name for f in dataclasses.fields(config_class)
             if f.name not in _RUN_OWNED_ADAPTER_FIELDS]
 
 
@@ -43,40 +43,66 @@ class TrainConfig:
     """Everything that defines a fine-tuning run (TOML keys use these names)."""
 
     task: str = "math"
+    """What to learn: math (GSM8K), counselling (CounselChat) or cpsycound (CPsyCounD, local data only)."""
     method: str = "qwth"
-    base_model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
+    """The adapter method (`qtune.finetune.methods`); its own settings follow the run's."""
+    base_model: str | None = None
+    """Base model: Hugging Face id or local folder (unset: the embedded SmolLM2-135M-Instruct)."""
     steps: int = 120
+    """Optimizer steps."""
     batch_size: int = 8
+    """Examples per micro-batch on each process."""
     grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
     seq_len: int = 256
+    """Tokens per example; longer rows are cut (`qtune data lengths` counts them)."""
     lr: float = 2e-4
+    """Peak learning rate (linear warm-up, then cosine decay); each method's tuned rate is in docs/study.md."""
     warmup: int = 10
-    min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
+    """Warm-up steps."""
+    min_lr_ratio: float = 0.1
+    """The cosine decays to this fraction of lr."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     grad_clip: float = 1.0
-    eval_every: int = 20  # 0: evaluate only at the start and the end
-    #: false: skip the step-0 evaluation (every adapter starts as the base model; a study,
-    #: which compares final losses, saves a held-out pass per run).
+    """Gradient-norm clip."""
+    eval_every: int = 20
+    """Held-out loss every N steps (0: at the start and the end only)."""
     eval_at_start: bool = True
+    """Measure the held-out loss at step 0 (a study, which compares final losses, skips it)."""
     eval_batches: int = 4
-    #: "best": CounselChat's held-out questions with their most upvoted answer (81);
-    #: "all": every answer to them (173), for held-out sets of more than 81 examples.
+    """Micro-batches in the fixed held-out slice."""
     eval_pool: str = "best"
-    save_every: int = 20  # 0: checkpoint only at the end
-    seed: int = 0  # data order, and the adapter's initial weights
-    output: str | None = None  # None: $QTUNE_HOME/runs/<task>-<method>
+    """Counselling's held-out answers: best (the most upvoted per question, 81) or all (173)."""
+    save_every: int = 20
+    """Checkpoint every N steps (0: at the end only)."""
+    seed: int = 0
+    """Data order, and the adapter's initial weights."""
+    output: str | None = None
+    """The run folder: adapter, log.csv, loss.png, card, checkpoint (unset: $QTUNE_RUNS_DIR/<task>-<method>)."""
     resume: bool = False
-    overwrite: bool = False  # start afresh where a checkpoint or finished adapter is
-    max_train_examples: int | None = None  # use only the first N training examples
-    mixed_precision: str = "auto"  # auto: bf16 where the hardware runs it natively
-    keep_checkpoint: bool = False  # keep <output>/checkpoint/ after a successful run
-    #: The adapter: rank, alpha and targets (both methods), and QWTH's circuit and cores.
-    adapter: QWTHConfig = field(default_factory=QWTHConfig)
+    """Continue from the folder's checkpoint, exactly (weights, optimizer, schedule, data order, random state)."""
+    overwrite: bool = False
+    """Start afresh in a folder that holds a run (deletes that run's files, nothing else)."""
+    max_train_examples: int | None = None
+    """Train on the first N training examples only (unset: all)."""
+    mixed_precision: str = "auto"
+    """auto (bf16 where the hardware runs it natively, else fp32), bf16 or no (fp32)."""
+    keep_checkpoint: bool = False
+    """Keep checkpoint/ after a successful run."""
+    adapter: AdapterConfig | None = None
+    """The method's own settings (unset: its defaults)."""
+
+    FLAG_NAMES: ClassVar[dict[str, str]] = {"base_model": "--model"}
 
     def __post_init__(self) -> None:
-        if isinstance(self.adapter, Mapping):
-            self.adapter = QWTHConfig.from_dict(dict(self.adapter))
-        self.adapter.seed = self.seed
+        config_class = get_method(self.method).config_class
+        if self.adapter is None:
+            self.adapter = config_class()
+        elif isinstance(self.adapter, Mapping):
+            self.adapter = config_class.from_dict(dict(self.adapter))
+        if hasattr(self.adapter, "seed"):
+            self.adapter.seed = self.seed
 
     @classmethod
     def run_fields(cls) -> list[str]:
@@ -84,21 +110,31 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """From TOML or JSON: run keys, adapter keys beside them or in an ``adapter`` table."""
+        """From TOML or JSON: run keys, the method's keys beside them or in an ``adapter``
+        table. A key of another method is refused with the methods it belongs to."""
         values = dict(values)
+        method = values.get("method", cls.method)
+        if method not in method_names():
+            raise QtuneError(f"unknown method {method!r}: choose one of {', '.join(method_names())}")
+        config_class = get_method(method).config_class
         adapter = dict(values.pop("adapter", None) or {})
-        run_keys, adapter_keys = set(cls.run_fields()), set(adapter_fields())
+        run_keys, adapter_keys = set(cls.run_fields()), set(adapter_fields(config_class))
         for key in list(values):
             if key in adapter_keys:
                 adapter[key] = values.pop(key)
         unknown = sorted((set(values) - run_keys) | (set(adapter) - adapter_keys))
+        for key in unknown:
+            owners = [name for name in owners_of(key) if name != method]
+            if owners:
+                raise QtuneError(f"{key} is a setting of {', '.join(owners)}, not of {method}: "
+                                 f"remove it, or choose that method")
         if unknown:
             known = sorted(run_keys | adapter_keys)
             raise QtuneError(
                 f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(known)}"
             )
         try:
-            return cls(**values, adapter=QWTHConfig(**adapter))
+            return cls(**values, adapter=config_class(**adapter))
         except TypeError as error:
             raise QtuneError(f"bad training settings: {error}") from error
 
@@ -106,7 +142,7 @@ class TrainConfig:
         """Flat: the run's keys, then the adapter's (as in the shipped TOML files)."""
         data = {name: getattr(self, name) for name in self.run_fields()}
         adapter = self.adapter.to_dict()
-        data.update({name: adapter[name] for name in adapter_fields()})
+        data.update({name: adapter[name] for name in adapter_fields(type(self.adapter))})
         return data
 
     @property
@@ -122,7 +158,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise QtuneError naming the first bad setting (adapter and device included);
         cheap enough to run before any model or data loads. Returns self."""
-        choices = {"task": TASKS, "method": TRAIN_METHODS, "mixed_precision": MIXED_PRECISION,
+        choices = {"task": TASKS, "method": method_names(), "mixed_precision": MIXED_PRECISION,
                    "eval_pool": EVAL_POOLS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -144,10 +180,5 @@ class TrainConfig:
             raise QtuneError("--resume and --overwrite contradict each other: choose one")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise QtuneError("max_train_examples must be a positive integer (or unset)")
-        # The circuit's device matters only to QWTH; LoRA runs need no PennyLane plugin.
-        self.adapter.validate(check_device=self.method == "qwth")
-        if self.method == "qtha":
-            from qtune.finetune.qtha import check_qtha_rank
-
-            check_qtha_rank(self.adapter.r)
+        get_method(self.method).validate(self.adapter)
         return self

@@ -1,5 +1,5 @@
-"""What a finished run leaves in its folder: the adapter (PEFT export, and QWTH's compact
-form), log.csv, metrics.json, the loss plot and the model card."""
+"""What a finished run leaves in its folder: the adapter (the method's own form and its PEFT
+export), log.csv, metrics.json, the loss plot and the model card."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from qtune.finetune.checkpoint import RunState
 from qtune.finetune.config import TrainConfig
+from qtune.finetune.methods import get_method
 
 from qtune import adapter_format as fmt
 
@@ -60,26 +61,8 @@ def write_outputs(model, config: TrainConfig, output: Path, base_name: str,
     from qtune.finetune.card import write_card
     from qtune.finetune.plots import plot_losses
 
-    if config.method == "qtha":  # no LoRA form: the compact folder is the adapter
-        from qtune.finetune.qtha.model import save_qtha
-
-        compact = save_qtha(model, output / fmt.QTHA_DIR)
-        metrics["compact_bytes"] = fmt.folder_bytes(compact)
-        metrics["compact_path"] = f"{fmt.QTHA_DIR}/"
-    elif config.method == "qwth":
-        from qtune.finetune.qwth import export_peft, save_compact
-
-        compact = output / fmt.QWTH_DIR
-        save_compact(model, compact, base_name)
-        export_peft(model, output, base_name)
-        metrics["compact_bytes"] = fmt.folder_bytes(compact)
-        metrics["compact_path"] = f"{fmt.QWTH_DIR}/"
-    else:
-        from qtune.finetune.lora import save_lora
-
-        save_lora(model, output, base_name)
-        metrics["compact_bytes"] = (output / fmt.PEFT_WEIGHTS_FILE).stat().st_size
-        metrics["compact_path"] = fmt.PEFT_WEIGHTS_FILE
+    saved = get_method(config.method).save(model, output, base_name)
+    metrics["compact_bytes"], metrics["compact_path"] = saved.compact_bytes, saved.compact_path
     peft = output / fmt.PEFT_WEIGHTS_FILE
     metrics["peft_bytes"] = peft.stat().st_size if peft.is_file() else None
     fmt.write_log(state.history, output / fmt.LOG_FILE)

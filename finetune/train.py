@@ -43,6 +43,7 @@ from qtune.finetune.checkpoint import (
     trainable_parameters,
 )
 from qtune.finetune.config import TrainConfig
+from qtune.finetune.methods import get_method
 from qtune.finetune.outputs import run_metrics, write_outputs
 from qtune.finetune.run_folder import RunFolder
 
@@ -83,19 +84,7 @@ def load_base_model(name_or_path: str, mixed_precision: str):
 
 def wrap_with_adapter(base: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
     """The trainable model: base frozen, adapter parameters in fp32."""
-    if config.method == "lora":
-        from qtune.finetune.lora import get_lora_model
-
-        adapter = config.adapter
-        model = get_lora_model(base, adapter.r, adapter.lora_alpha, adapter.target_modules)
-    elif config.method == "qtha":
-        from qtune.finetune.qtha.model import get_qtha_model
-
-        model = get_qtha_model(base, config.adapter)
-    else:
-        from qtune.finetune.qwth import get_qwth_model
-
-        model = get_qwth_model(base, config.adapter)
+    model = get_method(config.method).wrap(base, config.adapter)
     for parameter in model.parameters():
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()  # fp32 master weights under autocast
@@ -222,13 +211,10 @@ def _train(config: TrainConfig, output: Path,
     lora_reference = same_rank_lora_parameters(base, config.adapter.r,
                                                 config.adapter.target_modules)
     model = wrap_with_adapter(base, config)
-    named_trainable = trainable_parameters(model)
-    own_adapter = config.method != "lora"  # QWTH and QTHA count and group their parameters
-    n_trainable = (model.num_trainable_parameters() if own_adapter
-                   else sum(p.numel() for _, p in named_trainable))
-    groups = (model.parameter_groups(config.lr) if own_adapter
-              else [{"params": [p for _, p in named_trainable], "lr": config.lr}])
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    method = get_method(config.method)
+    n_trainable = method.num_trainable(model)
+    optimizer = torch.optim.AdamW(method.parameter_groups(model, config.lr), lr=config.lr,
+                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
         lr_factor, warmup=config.warmup, total=config.steps, min_ratio=config.min_lr_ratio))
     # The scheduler stays outside prepare(): Accelerate would step it once per process.

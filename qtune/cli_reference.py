@@ -1,8 +1,9 @@
 """docs/cli.md, written from the argument definitions themselves (as vLLM writes its CLI
-reference): every command, every option and its help text (which gives the default), so the reference
-cannot fall behind the code. ``tests/test_docs.py`` fails when the file is stale.
+reference): every command, every option and its help text (which gives the default), and
+the training-settings table of docs/configuration.md, written from the config dataclasses.
+Neither can fall behind the code: ``tests/test_docs.py`` fails when one is stale.
 
-    python -m qtune.cli_reference > docs/cli.md
+    python -m qtune.cli_reference --update      # rewrites both (`make docs`)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 HEADER = """# Command-line reference
 
 Every `qtune` command and option, written from the argument definitions by
-`python -m qtune.cli_reference > docs/cli.md` (`tests/test_docs.py` fails when this file
+`make docs` (`tests/test_docs.py` fails when this file
 and the code disagree); `--help` after any command shows the same. Defaults read from `QTUNE_*`
 variables are listed in [configuration.md](configuration.md).
 """
@@ -82,5 +83,35 @@ def render() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+SETTINGS_START = "<!-- training-settings: written by `python -m qtune.cli_reference --update` -->"
+SETTINGS_END = "<!-- end of training-settings -->"
+CONFIGURATION = REPO / "docs" / "configuration.md"
+
+
+def training_settings_table() -> str:
+    """Every TOML key of a run: the run's, those every method shares, then each method's."""
+    from qtune.finetune.flags import flag_name, setting_sections, shown
+
+    lines = ["| key | default | flag | what it sets |", "|---|---|---|---|"]
+    for title, config_class, names, defaults, docs in setting_sections():
+        lines.append(f"| **{title}** | | | |")
+        for name in names:
+            lines.append(f"| `{name}` | `{_cell(shown(defaults.get(name)))}` | "
+                         f"`{flag_name(config_class, name)}` | {_cell(docs[name])} |")
+    return "\n".join(lines)
+
+
+def with_settings_table(text: str) -> str:
+    head, rest = text.split(SETTINGS_START, 1)
+    tail = rest.split(SETTINGS_END, 1)[1]
+    return f"{head}{SETTINGS_START}\n{training_settings_table()}\n{SETTINGS_END}{tail}"
+
+
 if __name__ == "__main__":
-    print(render(), end="")
+    import sys
+
+    if sys.argv[1:] == ["--update"]:
+        (REPO / "docs" / "cli.md").write_text(render())
+        CONFIGURATION.write_text(with_settings_table(CONFIGURATION.read_text()))
+    else:
+        print(render(), end="")

@@ -12,13 +12,10 @@ from __future__ import annotations
 TASKS: tuple[str, ...] = ("math", "counselling", "cpsycound")
 #: The assistants users meet (CPsyCounD trains a counselling assistant too).
 ASSISTANTS: tuple[str, ...] = ("math", "counselling")
-#: Adapter kinds that are served (as PEFT LoRAs): the quantum-weighted tensor hybrid and
-#: its baseline.
+#: The methods of the shipped adapters: the quantum-weighted tensor hybrid and its
+#: baseline (every method the trainer builds is in the registry, qtune.finetune.methods).
 METHODS: tuple[str, ...] = ("qwth", "lora")
-#: Adapter kinds the trainer builds: the served ones and QTHA, Origin Quantum's per-token
-#: adapter, which has no LoRA form and is trained and evaluated in process only.
-TRAIN_METHODS: tuple[str, ...] = (*METHODS, "qtha")
-#: How each method is called in tables and the UI.
+#: How the shipped methods are called in the results report.
 METHOD_LABELS: dict[str, str] = {"qwth": "QWTH", "lora": "LoRA"}
 #: Tasks whose assistants counsel people: the served endpoint screens their chats for a
 #: crisis as the web UI does (qtune.serve.guard).

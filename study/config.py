@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtune.finetune.config import TrainConfig
+from qtune.finetune.config import TrainConfig, adapter_fields
+from qtune.finetune.methods import get_method, owners_of
 
 from qtune.config import PROJECT_ROOT
 from qtune.errors import QtuneError
@@ -149,6 +150,11 @@ class StudyConfig:
         if fixed:
             raise QtuneError(f"{where}: [train] may not set {', '.join(fixed)}: the study sets "
                              "them per run")
+        stray = sorted(key for key in self.train if not owners_of(key)
+                       and key not in TrainConfig.run_fields())
+        if stray:
+            raise QtuneError(f"{where}: [train] sets {', '.join(stray)}, which no run or "
+                             "method has (docs/configuration.md lists the training settings)")
         budget = self.run_config("math", self.methods[0], 1e-3, 0, Path("/tmp/check"))
         dev = budget.eval_batches * budget.batch_size
         if dev < MIN_DEV_EXAMPLES:
@@ -170,9 +176,17 @@ class StudyConfig:
         """The fine-tuning run of one grid cell (validated)."""
         # No step-0 evaluation: every adapter starts as the base model, and the study
         # compares final losses (one held-out pass saved per run).
-        values = {**self.train, **STUDY_METHODS[method], "task": task, "lr": lr,
+        settings = STUDY_METHODS[method]
+        values = {**self._budget_for(settings["method"]), **settings, "task": task, "lr": lr,
                   "seed": seed, "output": str(output), "eval_at_start": False}
         return TrainConfig.from_dict(values).validate()
+
+    def _budget_for(self, adapter_method: str) -> dict[str, Any]:
+        """The shared budget without the settings the method has not got (the circuit's
+        size in the budget of a LoRA run): one ``train`` table serves every method."""
+        own = set(TrainConfig.run_fields()) | set(
+            adapter_fields(get_method(adapter_method).config_class))
+        return {key: value for key, value in self.train.items() if key in own}
 
     @property
     def output_dir(self) -> Path:

@@ -203,7 +203,7 @@ def test_separate_learning_rates_group_cores_fusion_and_quantum(tiny_llama):
 @pytest.mark.parametrize(("settings", "message"), [
     (dict(readout="amplitudes"), "readout 'amplitudes' is not one of probs, expval"),
     (dict(circuit_scope="layer"), "default.qubit"),
-    (dict(init="nonzero", r=320), "rank 2r = 640"),
+    (dict(init="nonzero", r=320), "export.s rank 640"),
     (dict(quantum="vector", readout="expval"), "quantum 'vector'"),
     (dict(lr_scale_quantum=0), "lr_scale_quantum"),
     (dict(core_circuit=True, n_factors=2), "needs n_factors >= 3"),

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from qtune.finetune.cli import build_config, shipped_config
+from qtune.finetune.methods import owners_of
 from qtune.finetune.train import TrainConfig, checkpoint_path, lr_factor, train
 from safetensors.torch import load_file
 
@@ -36,9 +37,12 @@ def tiny_config(model_dir: Path, output: Path, **overrides) -> TrainConfig:
     values = dict(
         base_model=str(model_dir), steps=6, batch_size=2, seq_len=64, lr=1e-2, warmup=1,
         max_train_examples=2, eval_every=2, eval_batches=1, save_every=2, output=str(output),
-        n_qubits=4, circuit_layers=1, tt_rank=2, n_factors=2,
     )
     values.update(overrides)
+    # A small circuit and small cores, for the methods that have them.
+    small = dict(n_qubits=4, circuit_layers=1, tt_rank=2, n_factors=2)
+    method = values.get("method", "qwth")
+    values.update({k: v for k, v in small.items() if method in owners_of(k) and k not in values})
     return TrainConfig.from_dict(values)
 
 
@@ -218,8 +222,8 @@ def test_any_installed_quantum_device_and_early_checks(capsys):
     config = build_config(finetune_args("--device", "default.mixed", "--shots", "100"))
     assert (config.adapter.device, config.adapter.shots, config.adapter.seed) == (
         "default.mixed", 100, config.seed)
-    assert qtune_main(["finetune", "--rank", "7", "--model", "/nonexistent/model"]) == 2
-    assert "rank r=7 is not supported" in capsys.readouterr().err
+    assert qtune_main(["finetune", "--rank", "600", "--model", "/nonexistent/model"]) == 2
+    assert "rank r=600 must be an integer in 1..512" in capsys.readouterr().err
     assert TrainConfig.from_dict({"adapter": {"n_qubits": 6}, "seed": 3}).adapter.n_qubits == 6
 
 

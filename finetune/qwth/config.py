@@ -7,10 +7,11 @@ to change. The config is saved beside every adapter (``qwth_config.json``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-from qtune.adapter_format import VLLM_LORA_RANKS
+from qtune.finetune.methods.base import AdapterConfig
+
 from qtune.errors import QtuneError
 
 #: Ways to differentiate the circuit; "auto" picks per device (see ``resolve_diff_method``).
@@ -35,95 +36,57 @@ INITS = ("zero", "nonzero")
 
 
 @dataclass
-class QWTHConfig:
-    """Settings of a QWTH adapter.
+class QWTHConfig(AdapterConfig):
+    """Settings of a QWTH adapter: tensor-train cores generate the LoRA factors A and B of
+    every target layer, and one parameterised circuit weights every bond between them."""
 
-    r, lora_alpha: rank and scaling (alpha / r) of the LoRA the adapter exports to.
-    target_modules: ``nn.Linear`` names matched by suffix, as in PEFT.
-    tt_rank: bond dimension R of the tensor-train (MPO) cores of every A and B.
-    n_factors: how many factors each row / column dimension is split into (cores per matrix).
-    n_qubits, circuit_layers: size of the one circuit that weights every bond.
-    device, diff_method, shots: where and how the circuit runs (any installed PennyLane
-        device, e.g. lightning.qubit, lightning.gpu or a hardware plugin; shots=None gives
-        exact probabilities, an int sampled ones, differentiated by parameter shift).
-    fusion_init: initial (lambda_classical, lambda_quantum) of every adapted layer.
-    quantum: the quantum branch, one of QUANTUM_BRANCHES (controls for the study).
-    readout, circuit_scope, init: the designs of READOUTS, CIRCUIT_SCOPES and INITS.
-    core_circuit: the middle core of every A and B (of three or more cores) is a block of
-        its own real circuit's unitary (circuit_layers layers of RY + a CZ ring) times a
-        trainable scale, instead of a free core (cores.py).
-    lr_scale_fusion, lr_scale_quantum: the learning rates of the fusion scalars and of the
-        quantum branch (circuit angles or control vector) as multiples of the run's rate;
-        the tensor-train cores train at the run's rate.
-    seed: seeds the initial cores and circuit angles (a training run sets it to its own seed).
-    """
-
-    r: int = 8
-    lora_alpha: float = 16
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     tt_rank: int = 4
+    """QWTH: bond dimension of the tensor-train cores of every A and B."""
     n_factors: int = 3
+    """QWTH: how many factors each row or column dimension is split into (cores per matrix)."""
     n_qubits: int = 10
+    """QWTH: qubits of the circuit that weights every bond."""
     circuit_layers: int = 4
+    """QWTH: entangling layers of the circuit."""
     device: str = "lightning.qubit"
+    """QWTH: any installed PennyLane device, e.g. lightning.qubit, default.qubit, lightning.gpu or a hardware plugin."""
     diff_method: str = "auto"
+    """QWTH: how the circuit is differentiated: auto (per device and shots), adjoint, backprop or parameter-shift."""
     shots: int | None = None
+    """QWTH: measurement shots for sampling devices, differentiated by parameter shift (unset: exact probabilities)."""
     fusion_init: tuple[float, float] = field(default=(1.0, 0.1))
+    """QWTH: initial classical and quantum fusion weights of every adapted layer."""
     quantum: str = "circuit"
+    """QWTH: the quantum branch: circuit, or the study's controls frozen, vector, none (docs/method.md)."""
     readout: str = "probs"
+    """QWTH: what the circuit hands the bonds: probs (2^n centred probabilities) or expval (Pauli Z and ZZ expectations)."""
     circuit_scope: str = "model"
+    """QWTH: one circuit for the model, or one per adapted layer (layer; needs device default.qubit)."""
     init: str = "zero"
+    """QWTH: zero (B = 0, as LoRA) or nonzero (QuanTA's start, exported at rank 2r)."""
     core_circuit: bool = False
+    """QWTH: the middle core of every A and B is a block of its own small circuit's unitary times a trainable scale."""
     lr_scale_fusion: float = 1.0
+    """QWTH: the fusion weights' learning rate as a multiple of the run's."""
     lr_scale_quantum: float = 1.0
+    """QWTH: the quantum branch's learning rate (circuit angles or control vector) as a multiple of the run's."""
     seed: int = 0
+    """Seeds the initial cores and circuit angles (a training run sets it to its own seed)."""
+
+    FLAG_NAMES: ClassVar[dict[str, str]] = {**AdapterConfig.FLAG_NAMES, "n_qubits": "--qubits"}
 
     def __post_init__(self) -> None:
-        # JSON gives lists; keep tuples so configs compare equal after a round trip.
-        if isinstance(self.target_modules, str):
-            self.target_modules = (self.target_modules,)
-        self.target_modules = tuple(self.target_modules)
+        super().__post_init__()
         self.fusion_init = tuple(self.fusion_init)  # type: ignore[assignment]
-
-    @property
-    def scaling(self) -> float:
-        return self.lora_alpha / self.r
 
     @property
     def export_rank(self) -> int:
         """Rank of the exported LoRA: r, or 2r after a non-zero start ([A; A0], [B, -B0])."""
         return 2 * self.r if self.init == "nonzero" else self.r
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["target_modules"] = list(self.target_modules)
-        data["fusion_init"] = list(self.fusion_init)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> QWTHConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise QtuneError(
-                f"unknown QWTH config keys {unknown}; known keys: {sorted(known)}"
-            )
-        return cls(**data)
-
     def validate(self, check_device: bool = True) -> QWTHConfig:
         """Raise QtuneError on values the adapter or vLLM cannot use; return self."""
-        if self.r not in VLLM_LORA_RANKS:
-            raise QtuneError(
-                f"rank r={self.r} is not supported: vLLM serves LoRA ranks {VLLM_LORA_RANKS}"
-            )
-        if not self.lora_alpha > 0:
-            raise QtuneError(f"lora_alpha must be positive, got {self.lora_alpha}")
-        if not self.target_modules or not all(
-            isinstance(name, str) and name for name in self.target_modules
-        ):
-            raise QtuneError(
-                f"target_modules must be non-empty module names, got {self.target_modules!r}"
-            )
+        super().validate()
         if not 1 <= self.tt_rank <= 256:
             raise QtuneError(f"tt_rank must be in 1..256, got {self.tt_rank}")
         if not 1 <= self.n_factors <= 8:
@@ -152,9 +115,6 @@ class QWTHConfig:
             if getattr(self, name) not in allowed:
                 raise QtuneError(f"{name} {getattr(self, name)!r} is not one of "
                                  f"{', '.join(allowed)}")
-        if self.init == "nonzero" and 2 * self.r not in VLLM_LORA_RANKS:
-            raise QtuneError(f"init 'nonzero' exports a LoRA of rank 2r = {2 * self.r}, which "
-                             f"vLLM does not serve (ranks {VLLM_LORA_RANKS}): lower r")
         if self.circuit_scope == "layer" and (self.shots is not None
                                               or self.device != "default.qubit"):
             raise QtuneError("circuit_scope 'layer' runs its circuits as one broadcast batch "

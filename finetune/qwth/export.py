@@ -18,11 +18,9 @@ from typing import Any
 
 from qtune.finetune.qwth.config import QWTHConfig
 from qtune.finetune.qwth.model import QWTHModel
-from qtune.finetune.wrapped import matches_target
 from torch import nn
 
 from qtune.adapter_format import (
-    PEFT_WEIGHTS_FILE,
     QWTH_CONFIG_FILE,
     QWTH_FORMAT_VERSION,
     QWTH_METADATA_FILE,
@@ -85,35 +83,12 @@ def load_compact(base_model: nn.Module, folder: str | Path) -> QWTHModel:
     return model
 
 
-def peft_target_modules(model: QWTHModel) -> list[str]:
-    """Suffix names when the config used plain names (as PEFT and vLLM expect), else the
-    full paths of the adapted modules."""
-    if all("." not in target for target in model.config.target_modules):
-        return sorted({name.rsplit(".", 1)[-1] for name in model.adapted})
-    return sorted(model.adapted)
-
-
 def export_peft(model: QWTHModel, folder: str | Path, base_model_name_or_path: str) -> Path:
     """Write the adapter as an ordinary PEFT LoRA (rank r, alpha) to ``folder``."""
-    from peft import LoraConfig
-    from safetensors.torch import save_file
+    from qtune.finetune.lora_export import write_lora_folder
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    targets = peft_target_modules(model)
-    # Every adapted module must be matched by the exported targets, and no other one.
-    assert all(matches_target(name, targets) for name in model.adapted)
-    lora_config = LoraConfig(
-        r=model.export_rank, lora_alpha=model.export_alpha, target_modules=targets,
-        lora_dropout=0.0, bias="none", fan_in_fan_out=False, use_rslora=False,
-        modules_to_save=None, task_type="CAUSAL_LM", inference_mode=True,
-        base_model_name_or_path=base_model_name_or_path,
-    )
-    lora_config.save_pretrained(str(folder))
-    tensors = {}
-    for name, (a, b) in model.lora_factors().items():
-        tensors[f"base_model.model.{name}.lora_A.weight"] = a
-        tensors[f"base_model.model.{name}.lora_B.weight"] = b
-    save_file(tensors, str(folder / PEFT_WEIGHTS_FILE), metadata={"format": "pt"})
+    write_lora_folder(folder, model.lora_factors(), model.export_rank, model.export_alpha,
+                      model.config.target_modules, base_model_name_or_path)
     write_json(folder / QWTH_METADATA_FILE, _metadata(model, base_model_name_or_path))
     return folder
