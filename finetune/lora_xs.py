@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+from qtune.finetune.methods.base import AdapterConfig
 from qtune.finetune.wrapped import WrappedModel, replace_module, target_linears
 from torch import nn
 
