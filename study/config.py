@@ -43,6 +43,14 @@ STUDY_METHODS: dict[str, dict[str, Any]] = {
     "qwth-lr-split": {"method": "qwth", "lr_scale_fusion": 10.0, "lr_scale_quantum": 10.0},
     "qwth-cores": {"method": "qwth", "core_circuit": True},
     "qtha": {"method": "qtha", "circuit_layers": 1},
+    # The compact-adapter frontier: classical adapters of QWTH's size, and QWTH's own sizes.
+    "lora-r2": {"method": "lora", "r": 2},
+    "lora-r4": {"method": "lora", "r": 4},
+    "vera": {"method": "vera", "r": 256},
+    "lora-xs": {"method": "lora-xs", "r": 27},
+    "lora-xs-r8": {"method": "lora-xs", "r": 8},
+    "qwth-tt2": {"method": "qwth", "tt_rank": 2, "n_qubits": 6},
+    "qwth-tt8": {"method": "qwth", "tt_rank": 8, "n_qubits": 12},
 }
 #: What each study method is, for reports.
 METHOD_NOTES: dict[str, str] = {
@@ -61,6 +69,14 @@ METHOD_NOTES: dict[str, str] = {
                   "(a block of its unitary, scaled)",
     "qtha": "Origin Quantum's per-token adapter (r-qubit circuit per token; not servable "
             "as a LoRA)",
+    "lora-r2": "PEFT LoRA of rank 2",
+    "lora-r4": "PEFT LoRA of rank 4",
+    "vera": "VeRA (PEFT) of rank 256: shared frozen random matrices, trained scaling vectors",
+    "lora-xs": "LoRA-XS of rank 27 (about QWTH's size): an r x r matrix between frozen SVD "
+               "factors of each weight",
+    "lora-xs-r8": "LoRA-XS of rank 8",
+    "qwth-tt2": "QWTH with tensor-train rank 2 and a 6-qubit circuit (fewer parameters)",
+    "qwth-tt8": "QWTH with tensor-train rank 8 and a 12-qubit circuit (more parameters)",
 }
 #: Run settings a study fixes itself (per run) rather than take from [train].
 PER_RUN_KEYS = {"task", "method", "lr", "seed", "output", "resume", "overwrite", "r", "quantum",
@@ -110,9 +126,11 @@ class StudyConfig:
         values = read_toml(path)
         if values.get("extends"):
             parent = read_toml(path.parent / values["extends"])
-            rates = {**parent.get("learning_rates", {}), **values.get("learning_rates", {})}
+            # The tables merge key by key: a study changes one rate or one budget setting.
+            tables = {name: {**parent.get(name, {}), **values.get(name, {})}
+                      for name in ("learning_rates", "train")}
             inherited = {k: v for k, v in parent.items() if k in INHERITED_SETTINGS}
-            values = {**inherited, **values, "learning_rates": rates}
+            values = {**inherited, **values, **tables}
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
         if unknown:

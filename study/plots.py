@@ -9,12 +9,15 @@ from typing import Any
 
 from qtune.study.config import StudyConfig
 from qtune.study.runner import ResultsFile
-from qtune.study.summary import summarize
+from qtune.study.summary import pareto_frontier, summarize
 
 COLOURS = {"lora": "tab:blue", "lora-r1": "tab:cyan", "qwth": "tab:red",
            "qwth-none": "tab:gray", "qwth-vector": "tab:green", "qwth-frozen": "tab:orange",
            "qwth-expval": "tab:purple", "qwth-layer": "tab:brown", "qwth-nonzero": "tab:pink",
-           "qwth-lr-split": "tab:olive", "qwth-cores": "teal", "qtha": "black"}
+           "qwth-lr-split": "tab:olive", "qwth-cores": "teal", "qtha": "black",
+           "lora-r2": "steelblue", "lora-r4": "navy", "vera": "goldenrod",
+           "lora-xs": "darkgreen", "lora-xs-r8": "yellowgreen", "qwth-tt2": "salmon",
+           "qwth-tt8": "darkred"}
 #: A swept loss this many times the task's best is a run that diverged: drawn at the top
 #: edge (a triangle) so that it does not squash every other curve into one line.
 OFF_SCALE = 1.25
@@ -40,6 +43,7 @@ def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -
                                yerr=[[mean - min(values)], [max(values) - mean]],
                                fmt="o", capsize=4, color=colour,
                                label=f"{method} ({len(values)} seed{'s' * (len(values) > 1)})")
+    draw_frontier(size_axis, pareto_frontier(summaries))
     plot_sweeps(rate_axis, study, results, task)
     size_axis.set_xscale("log")
     size_axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(thousands))
@@ -55,6 +59,16 @@ def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def draw_frontier(axis: Any, frontier: list[tuple[str, int, float]]) -> None:
+    """The Pareto frontier as a step line: the lowest loss reached with so few parameters."""
+    if len(frontier) < 2:
+        return
+    sizes = [size for _, size, _ in frontier]
+    losses = [loss for _, _, loss in frontier]
+    axis.step(sizes, losses, where="post", color="black", alpha=0.35, linestyle="--",
+              label="Pareto frontier (means)")
 
 
 def thousands(value: float, _position: int) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from qtune.study.config import METHOD_NOTES, StudyConfig, grid_point
 from qtune.study.plots import plot_task
 from qtune.study.runner import ResultsFile
-from qtune.study.summary import paired, summarize
+from qtune.study.summary import paired, pareto_frontier, summarize
 
 #: The comparisons the verdict rests on: (a, b, what a win for a would mean).
 QUESTIONS = (
@@ -71,6 +71,11 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
         best = f"{s.best_lr:.3g}" if s.best_lr else "n/a"
         lines.append(f"| {s.method} | {trainable} | {best} | {len(s.losses)} | {shown} | "
                      f"{_fmt(train)} |")
+    frontier = pareto_frontier(summaries)
+    if len(frontier) > 1:
+        lines += ["", "Pareto frontier (no method reaches a lower mean held-out loss with as "
+                  "many parameters or fewer; one-seed means are provisional): "
+                  + ", ".join(f"{m} ({size:,}, {loss:.4f})" for m, size, loss in frontier) + "."]
     lines += ["", *sweep_table(study, results, task)]
     lines += ["", "| question | A − B held-out loss [95% CI] | paired t-test p | seeds | "
               "answer |", "|---|---|---:|---:|---|"]

@@ -63,3 +63,16 @@ def paired(a: MethodSummary, b: MethodSummary) -> tuple[float, float, float, flo
         p = float(stats.ttest_rel([a.losses[s] for s in seeds],
                                   [b.losses[s] for s in seeds]).pvalue)
     return mean, low, high, p, len(seeds)
+
+
+def pareto_frontier(summaries: dict[str, MethodSummary]) -> list[tuple[str, int, float]]:
+    """(method, trainable parameters, mean held-out loss) of the methods no other beats
+    with as many parameters or fewer, smallest first."""
+    points = sorted((s.trainable, s.interval()[0], method) for method, s in summaries.items()
+                    if s.losses and s.trainable)
+    frontier, best = [], float("inf")
+    for size, loss, method in points:
+        if loss < best:
+            frontier.append((method, size, loss))
+            best = loss
+    return frontier
