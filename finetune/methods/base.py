@@ -108,10 +108,17 @@ class AdapterMethod:
         raise NotImplementedError
 
     def parameter_groups(self, model: nn.Module, lr: float) -> list[dict]:
-        """AdamW parameter groups (the model owns them, as nanoGPT's configure_optimizers)."""
+        """AdamW parameter groups: the model's own where it defines them (as nanoGPT's
+        configure_optimizers), else one group of every trainable parameter."""
+        if hasattr(model, "parameter_groups"):
+            return model.parameter_groups(lr)
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
 
     def num_trainable(self, model: nn.Module) -> int:
+        """The model's own count where it defines one (QWTH leaves out a weight that
+        multiplies nothing), else every trainable parameter."""
+        if hasattr(model, "num_trainable_parameters"):
+            return model.num_trainable_parameters()
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     def save(self, model: nn.Module, folder: Path, base_name: str) -> SavedAdapter:

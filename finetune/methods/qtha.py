@@ -32,12 +32,6 @@ class QTHAMethod(AdapterMethod):
 
         return get_qtha_model(base, config)
 
-    def parameter_groups(self, model, lr: float) -> list[dict]:
-        return model.parameter_groups(lr)
-
-    def num_trainable(self, model) -> int:
-        return model.num_trainable_parameters()
-
     def save(self, model, folder: Path, base_name: str) -> SavedAdapter:
         from qtune.finetune.qtha.model import save_qtha
 

@@ -27,12 +27,6 @@ class QWTHMethod(AdapterMethod):
 
         return get_qwth_model(base, config)
 
-    def parameter_groups(self, model, lr: float) -> list[dict]:
-        return model.parameter_groups(lr)
-
-    def num_trainable(self, model) -> int:
-        return model.num_trainable_parameters()
-
     def save(self, model, folder: Path, base_name: str) -> SavedAdapter:
         from qtune.finetune.qwth import export_peft, save_compact
 
