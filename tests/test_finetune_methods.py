@@ -209,3 +209,39 @@ def test_an_entry_point_registers_a_method_from_another_package(tmp_path):
                             env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
                             timeout=120)
     assert result.stdout.strip() == "PluginConfig 5", result.stderr
+
+
+def _formula(method: str, adapter, layers: int, q: tuple, v: tuple) -> int:
+    from qtune.finetune.qwth.model import qwth_parameter_count
+
+    r = adapter.r
+    if method == "lora":
+        return layers * r * (sum(q) + sum(v))
+    if method == "vera":
+        return layers * ((r + q[1]) + (r + v[1]))
+    if method == "lora-xs":
+        return layers * 2 * r * r
+    return qwth_parameter_count([q, v] * layers, adapter)
+
+
+def test_the_frontier_study_sizes_on_smollm2():
+    """Every method of studies/frontier.toml on SmolLM2-135M's shapes (meta tensors: no
+    weights load) has the count its formula gives: LoRA r(d_in + d_out), VeRA r + d_out,
+    LoRA-XS r², QWTH its cores, fusion weights and circuit, per adapted layer."""
+    from qtune.study.config import StudyConfig
+    from test_finetune_qwth import SMOLLM2
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    layers, q, v = 30, (576, 576), (576, 192)
+    study = StudyConfig.from_toml(Path(__file__).parent.parent / "studies" / "frontier.toml")
+    counts = {}
+    for name in study.methods:
+        run = study.run_config("math", name, 1e-3, 0, Path("unused"))
+        with torch.device("meta"):
+            base = LlamaForCausalLM(LlamaConfig(**SMOLLM2))
+        method = get_method(run.method)
+        counts[name] = method.num_trainable(method.wrap(base, run.adapter))
+        expected = _formula(run.method, run.adapter, layers, q, v)
+        assert counts[name] == expected, name
+    assert counts["qwth-tt2"] < counts["lora-xs"] < counts["qwth"] < counts["qwth-tt8"]
+    assert counts["vera"] < counts["qwth"] == 44_160
