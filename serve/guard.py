@@ -11,6 +11,9 @@ at runtime load, and a health check that asks the engine a question.
   user's messages puts the crisis resources first in the answer (the first streamed
   chunk), and an answer that encourages or describes self-harm is replaced by the safe
   message (``finish_reason: "content_filter"``), see :mod:`qtune.serve.screen`.
+* ``POST /v1/chat/completions`` to an adapter whose task is known (``QTUNE_ADAPTER_TASKS``)
+  without a system message gets the system prompt the adapter was trained with, as the
+  web UI sends it: the endpoint's ``math-qwth`` is the UI's math assistant.
 * ``POST /v1/load_lora_adapter`` reads the adapter's weights in full first and refuses
   one with a NaN, an infinity or an absurd value (it would poison every model).
 * ``GET /health`` also asks the base model for one greedy token of a fixed prompt (at most
@@ -31,7 +34,12 @@ from pathlib import Path
 import httpx
 from qtune.serve.adapters import weights_refusal
 from qtune.serve.screen import ChatScreen, RequestTooLarge, read_body, replay
-from qtune.serve.server import BASE_MODEL_ENV, SCREENED_MODELS_ENV, SCREENED_TASKS_ENV
+from qtune.serve.server import (
+    ADAPTER_TASKS_ENV,
+    BASE_MODEL_ENV,
+    SCREENED_MODELS_ENV,
+    SCREENED_TASKS_ENV,
+)
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -52,6 +60,39 @@ def _json_list(name: str) -> list[str]:
         log.error("%s is not a JSON list; nothing is screened", name)
         return []
     return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def _json_object(name: str) -> dict[str, str]:
+    try:
+        value = json.loads(os.environ.get(name) or "{}")
+    except ValueError:
+        log.error("%s is not a JSON object; ignored", name)
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def system_prompt_of(task: str | None) -> str | None:
+    """The system prompt of the assistant a task trains (None for an unknown task)."""
+    from qtune.data.prompts import SYSTEM_PROMPTS, TASK_ASSISTANT
+
+    return SYSTEM_PROMPTS.get(TASK_ASSISTANT.get(task or "", ""))
+
+
+def add_system_prompt(request: dict, prompt: str | None) -> bool:
+    """Put ``prompt`` first in a chat request that has no system (or developer) message;
+    whether the request changed. A client's own system message always wins."""
+    messages = request.get("messages")
+    if not prompt or not isinstance(messages, list) or any(
+            isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
+        return False
+    request["messages"] = [{"role": "system", "content": prompt}, *messages]
+    return True
+
+
+def with_content_length(scope: Scope, length: int) -> Scope:
+    """The request's scope with its Content-Length header set for a rewritten body."""
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+    return {**scope, "headers": [*headers, (b"content-length", str(length).encode())]}
 
 
 class HealthProbe:
@@ -105,6 +146,8 @@ class ServeGuard:
         self.app = app
         self.screened = set(_json_list(SCREENED_MODELS_ENV))
         self.screened_tasks = set(_json_list(SCREENED_TASKS_ENV))
+        self.prompts = {model: prompt for model, task in _json_object(ADAPTER_TASKS_ENV).items()
+                        if (prompt := system_prompt_of(task))}
         self.health = HealthProbe(os.environ.get(BASE_MODEL_ENV))
         if self.screened:  # the encoder takes seconds to load: not on the first chat
             threading.Thread(target=_warm_up, name="qtune-screen-warm-up", daemon=True).start()
@@ -159,7 +202,7 @@ class ServeGuard:
         await JSONResponse(reply)(scope, receive, send)
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.screened:  # nothing to screen: vLLM's route as it is
+        if not self.screened and not self.prompts:  # vLLM's route as it is
             await self.app(scope, receive, send)
             return
         body = await read_body(receive)
@@ -167,8 +210,14 @@ class ServeGuard:
             request = json.loads(body)
         except ValueError:
             request = None
-        if not isinstance(request, dict) or request.get("model") not in self.screened:
+        if not isinstance(request, dict):
             await self.app(scope, replay(body, receive), send)  # vLLM reports bad JSON
+            return
+        if add_system_prompt(request, self.prompts.get(request.get("model"))):
+            body = json.dumps(request).encode()
+            scope = with_content_length(scope, len(body))
+        if request.get("model") not in self.screened:
+            await self.app(scope, replay(body, receive), send)
             return
         screen = await ChatScreen.for_request(request)
         await screen.run(self.app, scope, replay(body, receive, screen.cut), send)
@@ -188,8 +237,11 @@ class ServeGuard:
         if problem:
             await _error(scope, receive, send, 400, f"adapter {name!r} refused: {problem}")
             return
-        if fmt.adapter_task(folder, name) in self.screened_tasks:
+        task = fmt.adapter_task(folder, name)
+        if task in self.screened_tasks:
             self.screened.add(name)
+        if prompt := system_prompt_of(task):
+            self.prompts[name] = prompt
         await self.app(scope, replay(body, receive), send)
 
 

@@ -90,3 +90,22 @@ def test_a_safe_answer_streams_unchanged():
     safe = ["Try short ", "study sessions ", "and regular sleep."]
     got, finishes, disconnected, screen = run(request("Exams stress me out."), safe)
     assert got == safe and finishes == ["stop"] and not disconnected and not screen.events
+
+
+def test_a_system_prompt_is_added_only_where_the_request_has_none():
+    from qtune.serve.guard import add_system_prompt, system_prompt_of, with_content_length
+
+    from qtune.data.prompts import COUNSELLING_SYSTEM_PROMPT
+
+    assert system_prompt_of("cpsycound") == COUNSELLING_SYSTEM_PROMPT
+    assert system_prompt_of("poetry") is None and system_prompt_of(None) is None
+    request = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert add_system_prompt(request, "Be kind.")
+    assert request["messages"][0] == {"role": "system", "content": "Be kind."}
+    assert not add_system_prompt(request, "Be kind.")  # it has one now
+    developer = {"messages": [{"role": "developer", "content": "x"}]}
+    assert not add_system_prompt(developer, "Be kind.") and len(developer["messages"]) == 1
+    assert not add_system_prompt({"messages": "not a list"}, "Be kind.")
+    scope = {"headers": [(b"host", b"h"), (b"Content-Length", b"10")]}
+    assert with_content_length(scope, 42)["headers"] == [(b"host", b"h"),
+                                                         (b"content-length", b"42")]

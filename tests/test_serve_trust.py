@@ -162,6 +162,28 @@ def test_a_crisis_through_the_api_gets_the_resources_first(client, server):
 
 
 @pytest.mark.slow
+def test_an_adapter_answers_with_the_system_prompt_it_was_trained_with(client, server):
+    """Called from a script without a system message, math-lora gets the math assistant's
+    prompt, as in the UI; a client's own system message wins; the base model gets none."""
+    from qtune.data.prompts import MATH_SYSTEM_PROMPT
+
+    question = {"role": "user", "content": "A pen costs $3. How much do 7 pens cost?"}
+
+    def ask(model: str, *messages: dict):
+        return client.chat.completions.create(model=model, messages=list(messages),
+                                              max_tokens=24, temperature=0)
+
+    bare = ask("math-lora", question)
+    prompted = ask("math-lora", {"role": "system", "content": MATH_SYSTEM_PROMPT}, question)
+    assert bare.usage.prompt_tokens == prompted.usage.prompt_tokens
+    assert bare.choices[0].message.content == prompted.choices[0].message.content
+    own = ask("math-lora", {"role": "system", "content": "Answer in one word."}, question)
+    assert own.usage.prompt_tokens < prompted.usage.prompt_tokens
+    base = ask(server.base_name, question)
+    assert base.usage.prompt_tokens < bare.usage.prompt_tokens  # nothing added to the base
+
+
+@pytest.mark.slow
 def test_a_nan_adapter_is_refused_at_runtime_load_and_the_rest_answer(client, server, capsys):
     from qtune.cli import main
 
