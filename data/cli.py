@@ -6,6 +6,8 @@ import argparse
 import textwrap
 from pathlib import Path
 
+from qtune.data.formats import FORMATS
+
 _TASK_HELP = (
     "math = GSM8K word problems; counselling = CounselChat answers; "
     "cpsycound = CPsyCounD multi-turn dialogues (Chinese, local folder only)"
@@ -69,6 +71,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lengths.add_argument("--seq-len", type=int, default=256,
                          help="the trainer's seq_len (default: 256)")
     lengths.set_defaults(func=_lengths)
+
+    check = commands.add_parser(
+        "check",
+        help="validate a chat-data file (OpenAI, ShareGPT or Alpaca JSONL) before training",
+        description=(
+            "Read every row of a JSON-lines chat file and print each bad one with its file "
+            "and line (bad JSON, no assistant turn, an unknown role, empty text), then the "
+            "counts and token-length quantiles, rendered with the base model's chat template "
+            "as `qtune finetune` renders them, and the rows longer than --seq-len. Exit "
+            "status 1 when any row is bad. Formats: openai ({\"messages\": [...]}), "
+            "sharegpt ({\"conversations\": [{\"from\", \"value\"}]}), alpaca "
+            "({\"instruction\", \"input\", \"output\"}); auto reads each row's own."
+        ),
+    )
+    check.add_argument("file", type=Path, help="the JSONL file to check")
+    check.add_argument("--format", default="auto", choices=("auto", *FORMATS),
+                       help="the rows' format (default: auto, per row)")
+    check.add_argument("--seq-len", type=int, default=256,
+                       help="the trainer's seq_len: longer rows are reported (default: 256)")
+    check.add_argument("--model", help="whose tokenizer counts the tokens (default: the "
+                       "embedded SmolLM2-135M-Instruct)")
+    check.add_argument("--no-tokens", action="store_true",
+                       help="check the rows only, without loading a tokenizer")
+    check.set_defaults(func=_check)
 
     stats = commands.add_parser(
         "stats",
@@ -186,3 +212,18 @@ def _stats(args: argparse.Namespace) -> int:
                 note = "dialogues"
             print(f"{task:<12} {split:<11} {rows:>6}  {note}")
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from qtune.data.check import check_file, report_text
+
+    tokenizer = None
+    if not args.no_tokens:
+        from transformers import AutoTokenizer
+
+        from qtune.model import resolve_model
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
+    report = check_file(args.file, args.format, tokenizer, args.seq_len)
+    print(report_text(report, args.seq_len))
+    return 0 if report.ok else 1
