@@ -93,9 +93,8 @@ def test_a_safe_answer_streams_unchanged():
 
 
 def test_a_system_prompt_is_added_only_where_the_request_has_none():
-    from qtune.serve.guard import add_system_prompt, system_prompt_of, with_content_length
-
     from qtune.data.prompts import COUNSELLING_SYSTEM_PROMPT
+    from qtune.serve.guard import add_system_prompt, system_prompt_of, with_content_length
 
     assert system_prompt_of("cpsycound") == COUNSELLING_SYSTEM_PROMPT
     assert system_prompt_of("poetry") is None and system_prompt_of(None) is None
