@@ -306,3 +306,12 @@ def test_the_product_speaks_only_of_itself():
     found = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in paths if p.is_file()
              for m in PRIVATE_WORDS.finditer(p.read_text(errors="replace"))]
     assert found == []
+
+
+def test_shipped_files_carry_no_machine_paths():
+    """Adapters, configs and docs travel to other machines: no home or checkout paths."""
+    paths = [p for folder in ("adapters", "configs", "docs", "studies") for p in
+             (REPO / folder).rglob("*") if p.suffix in (".json", ".md", ".toml", ".csv")]
+    found = [f"{p.relative_to(REPO)}: {m.group(0)}" for p in paths
+             for m in re.finditer(r"(/root/|/home/\w+|/work/|/Users/)\S*", p.read_text())]
+    assert len(paths) > 20 and found == []
