@@ -16,37 +16,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from qtune.assistants import shipped_assistants
 from qtune.errors import QtuneError
 from qtune.vocab import ASSISTANTS, IGNORE_INDEX
 
 from .datasets import CounselExample, Dialogue, MathExample
 
-#: Which assistant each dataset task trains.
-TASK_ASSISTANT = {"math": "math", "counselling": "counselling", "cpsycound": "counselling"}
-
-# The training targets are GSM8K solutions without calculator notes: short working lines
-# followed by "#### N". The prompt asks for the same shape, and qtune.data.answers reads
-# the "#### N" line first.
-MATH_SYSTEM_PROMPT = (
-    "You are a careful math tutor. Solve the problem step by step: write each step of the "
-    "working on its own line with the calculation and its result. Finish with a final line "
-    "of the form '#### <number>' that holds only the numeric answer, without units."
-)
-
-COUNSELLING_SYSTEM_PROMPT = (
-    "You are a supportive counselling assistant. Listen carefully, reply with warmth and "
-    "without judgement, and acknowledge and validate the person's feelings before offering "
-    "gentle, practical ideas for coping. You are not a therapist: do not diagnose conditions "
-    "or recommend medication, and encourage the person to talk to a licensed mental health "
-    "professional for ongoing support. If they mention thoughts of suicide, self-harm or being "
-    "in danger, urge them to contact local emergency services or a crisis line right away "
-    "(for example 988 in the US, or 116 123 for Samaritans in the UK and Ireland)."
-)
-
-SYSTEM_PROMPTS: dict[str, str] = {
-    "math": MATH_SYSTEM_PROMPT,
-    "counselling": COUNSELLING_SYSTEM_PROMPT,
-}
+#: Each assistant's system prompt and the assistant each data set trains, read from the
+#: assistant files (assistants/*.toml, qtune.assistants): one home for both.
+SYSTEM_PROMPTS: dict[str, str] = {name: assistant.system_prompt
+                                  for name, assistant in shipped_assistants().items()}
+TASK_ASSISTANT: dict[str, str] = {task: assistant.name
+                                  for assistant in shipped_assistants().values()
+                                  for task in assistant.tasks}
 
 
 def assistant_for(assistant_or_task: str) -> str:

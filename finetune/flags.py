@@ -52,7 +52,7 @@ def _parser_kwargs(hint: Any) -> dict[str, Any]:
 def shown(value: Any) -> str:
     """A default as the help and the docs print it."""
     if isinstance(value, tuple):
-        return ",".join(map(str, value))
+        return ",".join(map(str, value)) or "none"
     return "unset" if value is None else str(value)
 
 

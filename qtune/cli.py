@@ -19,6 +19,7 @@ from qtune.errors import QtuneError
 # Order is the order shown by `qtune --help`.
 COMMAND_MODULES = (
     "qtune.model_cli",
+    "qtune.assistants_cli",
     "qtune.data.cli",
     "qtune.finetune.cli",
     "qtune.eval.cli",

@@ -1,6 +1,6 @@
 """docs/cli.md, written from the argument definitions themselves (as vLLM writes its CLI
 reference): every command, every option and its help text (which gives the default), and
-the training-settings table of docs/configuration.md, written from the config dataclasses.
+the settings tables of docs/configuration.md (training runs, assistant files), written from the dataclasses.
 Neither can fall behind the code: ``tests/test_docs.py`` fails when one is stale.
 
     python -m qtune.cli_reference --update      # rewrites both (`make docs`)
@@ -83,9 +83,12 @@ def render() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-SETTINGS_START = "<!-- training-settings: written by `python -m qtune.cli_reference --update` -->"
-SETTINGS_END = "<!-- end of training-settings -->"
 CONFIGURATION = REPO / "docs" / "configuration.md"
+
+
+def _marks(name: str) -> tuple[str, str]:
+    return (f"<!-- {name}: written by `python -m qtune.cli_reference --update` -->",
+            f"<!-- end of {name} -->")
 
 
 def training_settings_table() -> str:
@@ -101,10 +104,35 @@ def training_settings_table() -> str:
     return "\n".join(lines)
 
 
-def with_settings_table(text: str) -> str:
-    head, rest = text.split(SETTINGS_START, 1)
-    tail = rest.split(SETTINGS_END, 1)[1]
-    return f"{head}{SETTINGS_START}\n{training_settings_table()}\n{SETTINGS_END}{tail}"
+def assistant_settings_table() -> str:
+    """Every key of an assistant file, from AssistantConfig's field docstrings."""
+    import dataclasses
+
+    from qtune.assistants import AssistantConfig
+    from qtune.dataclass_docs import field_docs
+    from qtune.finetune.flags import shown
+
+    docs = field_docs(AssistantConfig)
+    lines = ["| key | default | what it sets |", "|---|---|---|"]
+    for field in dataclasses.fields(AssistantConfig):
+        default = ("required" if field.default is dataclasses.MISSING
+                   else f"`{_cell(shown(field.default))}`")
+        lines.append(f"| `{field.name}` | {default} | {_cell(docs[field.name])} |")
+    return "\n".join(lines)
+
+
+#: The tables of docs/configuration.md written here, by their markers' names.
+TABLES = {"training-settings": training_settings_table,
+          "assistant-settings": assistant_settings_table}
+
+
+def with_tables(text: str) -> str:
+    for name, table in TABLES.items():
+        start, end = _marks(name)
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        text = f"{head}{start}\n{table()}\n{end}{tail}"
+    return text
 
 
 if __name__ == "__main__":
@@ -112,6 +140,6 @@ if __name__ == "__main__":
 
     if sys.argv[1:] == ["--update"]:
         (REPO / "docs" / "cli.md").write_text(render())
-        CONFIGURATION.write_text(with_settings_table(CONFIGURATION.read_text()))
+        CONFIGURATION.write_text(with_tables(CONFIGURATION.read_text()))
     else:
         print(render(), end="")

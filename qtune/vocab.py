@@ -8,18 +8,23 @@ quantum-tuned adapter with its baseline.
 
 from __future__ import annotations
 
+from qtune.assistants import shipped_assistants
+
 #: Data sets a fine-tuning run can use (``qtune finetune --task``).
 TASKS: tuple[str, ...] = ("math", "counselling", "cpsycound")
-#: The assistants users meet (CPsyCounD trains a counselling assistant too).
-ASSISTANTS: tuple[str, ...] = ("math", "counselling")
+#: The assistants users meet, as assistants/*.toml define them (CPsyCounD trains the
+#: counselling assistant too).
+ASSISTANTS: tuple[str, ...] = tuple(shipped_assistants())
 #: The methods of the shipped adapters: the quantum-weighted tensor hybrid and its
 #: baseline (every method the trainer builds is in the registry, qtune.finetune.methods).
 METHODS: tuple[str, ...] = ("qwth", "lora")
 #: How the shipped methods are called in the results report.
 METHOD_LABELS: dict[str, str] = {"qwth": "QWTH", "lora": "LoRA"}
-#: Tasks whose assistants counsel people: the served endpoint screens their chats for a
-#: crisis as the web UI does (qtune.serve.guard).
-CRISIS_SCREENED_TASKS: tuple[str, ...] = ("counselling", "cpsycound")
+#: Tasks whose assistants counsel people (``crisis_screen = true`` in their files): the
+#: served endpoint screens their chats for a crisis as the web UI does (qtune.serve.guard).
+CRISIS_SCREENED_TASKS: tuple[str, ...] = tuple(
+    task for assistant in shipped_assistants().values() if assistant.crisis_screen
+    for task in assistant.tasks)
 #: Held-out split used for the evaluation loss of each task (GSM8K has no official dev
 #: split; the data loader carves one out of train).
 EVAL_SPLITS: dict[str, str] = {"math": "dev", "counselling": "validation", "cpsycound": "test"}

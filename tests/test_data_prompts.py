@@ -8,9 +8,8 @@ import pytest
 from qtune.data.datasets import load_counselchat, load_cpsycound, load_gsm8k
 from qtune.data.prompts import (
     ASSISTANTS,
-    COUNSELLING_SYSTEM_PROMPT,
     IGNORE_INDEX,
-    MATH_SYSTEM_PROMPT,
+    SYSTEM_PROMPTS,
     build_messages,
     example_messages,
     render_chat,
@@ -57,7 +56,7 @@ def test_build_messages_puts_system_first_and_keeps_history() -> None:
     ]
     messages = build_messages("counselling", "It started last week.", history)
     assert messages == [
-        {"role": "system", "content": COUNSELLING_SYSTEM_PROMPT},
+        {"role": "system", "content": SYSTEM_PROMPTS["counselling"]},
         {"role": "user", "content": "I feel low."},
         {"role": "assistant", "content": "I'm sorry to hear that."},
         {"role": "user", "content": "It started last week."},
@@ -65,7 +64,7 @@ def test_build_messages_puts_system_first_and_keeps_history() -> None:
     pairs = build_messages("math", "And 3+3?", [("1+1?", "#### 2")])
     assert [m["role"] for m in pairs] == ["system", "user", "assistant", "user"]
     assert build_messages("math", "2+2?") == [
-        {"role": "system", "content": MATH_SYSTEM_PROMPT},
+        {"role": "system", "content": SYSTEM_PROMPTS["math"]},
         {"role": "user", "content": "2+2?"},
     ]
     with pytest.raises(QtuneError, match="unknown assistant"):
@@ -84,7 +83,7 @@ def test_example_messages_for_each_dataset(data_dir: Path) -> None:
 
     answer = load_counselchat("test", data_dir=data_dir, limit=1)[0]
     counsel = example_messages("counselling", answer)
-    assert counsel[0]["content"] == COUNSELLING_SYSTEM_PROMPT
+    assert counsel[0]["content"] == SYSTEM_PROMPTS["counselling"]
     assert counsel[1:] == [
         {"role": "user", "content": answer.user_text},
         {"role": "assistant", "content": answer.answer_text},
@@ -92,7 +91,7 @@ def test_example_messages_for_each_dataset(data_dir: Path) -> None:
 
     dialogue = load_cpsycound("test", data_dir=data_dir, limit=1)[0]
     turns = example_messages("cpsycound", dialogue)
-    assert turns[0] == {"role": "system", "content": COUNSELLING_SYSTEM_PROMPT}
+    assert turns[0] == {"role": "system", "content": SYSTEM_PROMPTS["counselling"]}
     assert turns[1:] == dialogue.messages
 
     with pytest.raises(QtuneError, match="not a training example for the math"):
@@ -107,7 +106,7 @@ def test_example_messages_for_each_dataset(data_dir: Path) -> None:
 def test_render_chat_uses_the_template(tokenizer) -> None:
     messages = build_messages("math", "What is 2+2?")
     prompt = render_chat(tokenizer, messages, add_generation_prompt=True)
-    assert prompt.startswith("<|im_start|>system\n" + MATH_SYSTEM_PROMPT)
+    assert prompt.startswith("<|im_start|>system\n" + SYSTEM_PROMPTS["math"])
     assert "<|im_start|>user\nWhat is 2+2?<|im_end|>" in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
     assert not render_chat(tokenizer, messages, add_generation_prompt=False).endswith("assistant\n")

@@ -203,10 +203,10 @@ def test_every_option_explains_itself():
 def test_every_training_setting_has_a_flag_and_a_documented_row():
     from qtune.finetune.flags import flag_name, setting_sections
 
-    from qtune.cli_reference import CONFIGURATION, with_settings_table
+    from qtune.cli_reference import CONFIGURATION, with_tables
 
     text = CONFIGURATION.read_text()
-    assert text == with_settings_table(text), (
+    assert text == with_tables(text), (
         "docs/configuration.md's training settings are stale: run `make docs`")
     flags, keys = options_of("finetune"), []
     for _, config_class, names, _, docs in setting_sections():

@@ -93,10 +93,10 @@ def test_a_safe_answer_streams_unchanged():
 
 
 def test_a_system_prompt_is_added_only_where_the_request_has_none():
-    from qtune.data.prompts import COUNSELLING_SYSTEM_PROMPT
+    from qtune.data.prompts import SYSTEM_PROMPTS
     from qtune.serve.guard import add_system_prompt, system_prompt_of, with_content_length
 
-    assert system_prompt_of("cpsycound") == COUNSELLING_SYSTEM_PROMPT
+    assert system_prompt_of("cpsycound") == SYSTEM_PROMPTS["counselling"]
     assert system_prompt_of("poetry") is None and system_prompt_of(None) is None
     request = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     assert add_system_prompt(request, "Be kind.")

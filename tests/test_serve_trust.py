@@ -165,7 +165,7 @@ def test_a_crisis_through_the_api_gets_the_resources_first(client, server):
 def test_an_adapter_answers_with_the_system_prompt_it_was_trained_with(client, server):
     """Called from a script without a system message, math-lora gets the math assistant's
     prompt, as in the UI; a client's own system message wins; the base model gets none."""
-    from qtune.data.prompts import MATH_SYSTEM_PROMPT
+    from qtune.data.prompts import SYSTEM_PROMPTS
 
     question = {"role": "user", "content": "A pen costs $3. How much do 7 pens cost?"}
 
@@ -174,7 +174,7 @@ def test_an_adapter_answers_with_the_system_prompt_it_was_trained_with(client, s
                                               max_tokens=24, temperature=0)
 
     bare = ask("math-lora", question)
-    prompted = ask("math-lora", {"role": "system", "content": MATH_SYSTEM_PROMPT}, question)
+    prompted = ask("math-lora", {"role": "system", "content": SYSTEM_PROMPTS["math"]}, question)
     assert bare.usage.prompt_tokens == prompted.usage.prompt_tokens
     assert bare.choices[0].message.content == prompted.choices[0].message.content
     own = ask("math-lora", {"role": "system", "content": "Answer in one word."}, question)

@@ -1,0 +1,121 @@
+"""Assistants are data: one TOML file each (``assistants/<name>.toml``, or any file named
+with ``--assistant``) gives the name, the title the UI shows, the system prompt the model
+is trained and served with, the data sets that train it, how it is evaluated and whether
+the crisis screen applies. The shipped math and counselling assistants are two such
+files; the system prompts, the crisis-screened tasks and the assistant list every part
+uses are read from them here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from qtune.config import PROJECT_ROOT
+from qtune.errors import QtuneError
+
+#: Where the shipped assistants are defined.
+ASSISTANTS_DIR = PROJECT_ROOT / "assistants"
+#: What an assistant can be evaluated on (held-out loss always).
+EVALUATIONS = ("heldout_loss", "final_number", "next_token_error", "exact_match")
+
+
+@dataclass(frozen=True)
+class AssistantConfig:
+    """One assistant (TOML keys use these names)."""
+
+    name: str
+    """The assistant's name: adapters are served as `<name>-<method>`."""
+    title: str
+    """What the UI calls it."""
+    system_prompt: str
+    """The system prompt it is trained with and answers with (in the UI and on the endpoint, unless a request brings its own)."""
+    tasks: tuple[str, ...] = ()
+    """The data sets that train it (a training run's `task`); a task trains one assistant."""
+    evaluation: tuple[str, ...] = ("heldout_loss",)
+    """What `qtune eval` measures: heldout_loss, and final_number, next_token_error or exact_match where the answers suit them."""
+    crisis_screen: bool = False
+    """Screen its chats for a crisis (resources first, unsafe answers replaced), in the UI and on the endpoint."""
+    position: int = 100
+    """Where lists show it (lowest first, then by name)."""
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str) -> AssistantConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise QtuneError(f"{where}: unknown assistant setting(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        missing = sorted({"name", "title", "system_prompt"} - set(values))
+        if missing:
+            raise QtuneError(f"{where}: {', '.join(missing)} missing")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        try:
+            return cls(**values).validate(where)
+        except TypeError as error:
+            raise QtuneError(f"{where}: {error}") from error
+
+    def validate(self, where: str) -> AssistantConfig:
+        for name in ("name", "title", "system_prompt"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise QtuneError(f"{where}: {name} must be non-empty text")
+        if not self.name.replace("_", "").isalnum() or not self.name.islower():
+            raise QtuneError(f"{where}: name {self.name!r} must be lower-case letters, digits "
+                             "and '_' (it starts the adapters' names)")
+        bad = sorted(set(self.evaluation) - set(EVALUATIONS))
+        if bad or "heldout_loss" not in self.evaluation:
+            raise QtuneError(f"{where}: evaluation must hold heldout_loss and may add "
+                             f"{', '.join(EVALUATIONS[1:])} (got {list(self.evaluation)})")
+        if not isinstance(self.crisis_screen, bool):
+            raise QtuneError(f"{where}: crisis_screen must be true or false")
+        return self
+
+
+def read_assistant(path: Path) -> AssistantConfig:
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise QtuneError(f"assistant file {path} cannot be read ({error})") from error
+    except tomllib.TOMLDecodeError as error:
+        raise QtuneError(f"assistant file {path} is not valid TOML: {error}") from error
+    return AssistantConfig.from_dict(values, str(path))
+
+
+@cache
+def shipped_assistants() -> dict[str, AssistantConfig]:
+    """The assistants defined in assistants/, in list order."""
+    found = [read_assistant(path) for path in sorted(ASSISTANTS_DIR.glob("*.toml"))]
+    found.sort(key=lambda a: (a.position, a.name))
+    assistants: dict[str, AssistantConfig] = {}
+    owners: dict[str, str] = {}
+    for assistant in found:
+        if assistant.name in assistants:
+            raise QtuneError(f"two files in {ASSISTANTS_DIR} define assistant {assistant.name!r}")
+        for task in assistant.tasks:
+            if task in owners:
+                raise QtuneError(f"task {task!r} trains both {owners[task]!r} and "
+                                 f"{assistant.name!r}: a task trains one assistant")
+            owners[task] = assistant.name
+        assistants[assistant.name] = assistant
+    return assistants
+
+
+def get_assistant(name_or_file: str) -> AssistantConfig:
+    """A shipped assistant by name, or the assistant a TOML file defines."""
+    if name_or_file in shipped_assistants():
+        return shipped_assistants()[name_or_file]
+    path = Path(name_or_file).expanduser()
+    if path.suffix == ".toml" or path.is_file():
+        return read_assistant(path)
+    raise QtuneError(f"unknown assistant {name_or_file!r}: choose one of "
+                     f"{', '.join(shipped_assistants())}, or give an assistant's .toml file")
+
+
+def assistant_of_task(task: str | None) -> AssistantConfig | None:
+    """The shipped assistant a data set trains (None for an unknown task)."""
+    return next((a for a in shipped_assistants().values() if task in a.tasks), None)
