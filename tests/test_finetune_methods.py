@@ -245,3 +245,15 @@ def test_the_frontier_study_sizes_on_smollm2():
         assert counts[name] == expected, name
     assert counts["qwth-tt2"] < counts["lora-xs"] < counts["qwth"] < counts["qwth-tt8"]
     assert counts["vera"] < counts["qwth"] == 44_160
+
+
+def test_served_names_split_at_the_registered_method():
+    from qtune.finetune.methods import split_adapter_name
+    from qtune.ui.endpoint import parse_model
+
+    assert split_adapter_name("math-lora-xs") == ("math", "lora-xs")
+    assert split_adapter_name("support-desk-vera") == ("support-desk", "vera")
+    assert split_adapter_name("math-custom") == ("math", "custom")
+    served = parse_model("counselling-lora-xs", parent="base", root="/x/counselling-lora-xs@ab")
+    assert (served.assistant, served.method, served.label) == (
+        "counselling", "lora-xs", "LoRA-XS adapter")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from qtune.finetune.methods import get_method, method_names, split_adapter_name
 from qtune.safety.responses import CRISIS_RESOURCES
 
 from qtune.adapter_format import version_from_root
@@ -46,6 +47,8 @@ class ServedModel:
     def label(self) -> str:
         if self.method in METHOD_LABELS:
             return METHOD_LABELS[self.method]
+        if self.method in method_names():  # another registered method: its own label
+            return f"{get_method(self.method).label} adapter"
         return "adapter" if self.method == "adapter" else f"{self.method} adapter"
 
     @property
@@ -63,7 +66,7 @@ def parse_model(name: str, parent: str | None = None, root: str | None = None) -
     vLLM reports LoRA adapters with ``parent`` set to the base model's name and ``root``
     set to the folder it serves, whose name carries the weights version.
     """
-    assistant, _, method = name.rpartition("-")
+    assistant, method = split_adapter_name(name)
     if parent is None and method not in METHODS:
         return ServedModel(name, "base", None, root=root)
     version = version_from_root(root)

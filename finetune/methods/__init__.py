@@ -19,7 +19,7 @@ from qtune.finetune.methods.base import AdapterConfig, AdapterMethod, SavedAdapt
 from qtune.errors import QtuneError
 
 __all__ = ["AdapterConfig", "AdapterMethod", "SavedAdapter", "get_method", "method_names",
-           "register_method"]
+           "register_method", "split_adapter_name"]
 
 ENTRY_POINT_GROUP = "qtune.adapter_methods"
 #: The methods qtune ships, in the order `--help` lists them.
@@ -83,3 +83,13 @@ def owners_of(setting: str) -> list[str]:
     _load_all()
     return [name for name, method in _REGISTRY.items()
             if setting in {f.name for f in method.config_class.__dataclass_fields__.values()}]
+
+
+def split_adapter_name(name: str) -> tuple[str, str]:
+    """(assistant, method) of a served name ``<assistant>-<method>``: the longest registered
+    method that ends it (``math-lora-xs`` is LoRA-XS), else the part after the last '-'."""
+    for method in sorted(method_names(), key=len, reverse=True):
+        if name.endswith("-" + method) and len(name) > len(method) + 1:
+            return name[: -len(method) - 1], method
+    assistant, _, method = name.rpartition("-")
+    return assistant, method
