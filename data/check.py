@@ -58,6 +58,29 @@ def check_file(path: Path, fmt: str = "auto", tokenizer: Any = None,
     return report
 
 
+def load_chat_file(path: Path, fmt: str = "auto") -> list[list[dict[str, str]]]:
+    """Every row as a message list, or a QtuneError naming the bad rows by file and line,
+    as `qtune data check` prints them (training refuses a file with any bad row)."""
+    if not path.is_file():
+        raise QtuneError(f"chat data file {path} does not exist")
+    rows, problems = [], []
+    try:
+        for line, result in read_chat_file(path, fmt):
+            if isinstance(result, RowProblem):
+                problems.append(f"{path}:{line}: {result}")
+            else:
+                rows.append(result)
+    except UnicodeDecodeError as error:
+        raise QtuneError(f"{path} is not UTF-8 text ({error})") from error
+    if problems:
+        more = f"\n... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise QtuneError(f"{len(problems)} bad rows in {path} (`qtune data check {path}` "
+                         "lists them all):\n" + "\n".join(problems[:10]) + more)
+    if not rows:
+        raise QtuneError(f"{path} holds no rows")
+    return rows
+
+
 def _quantiles(values: list[int]) -> str:
     import numpy as np
 

@@ -109,7 +109,11 @@ def to_messages(row: Any, fmt: str = "auto") -> list[dict[str, str]]:
 def read_chat_file(path: Path, fmt: str = "auto"
                    ) -> Iterator[tuple[int, list[dict[str, str]] | RowProblem]]:
     """(line number, messages or the row's problem) for every non-blank line of a JSONL
-    file; reading errors of the file itself raise OSError."""
+    file; reading errors of the file itself raise OSError, an unknown format QtuneError."""
+    if fmt != "auto" and fmt not in FORMATS:
+        from qtune.errors import QtuneError
+
+        raise QtuneError(f"unknown chat format {fmt!r}: choose auto or {', '.join(FORMATS)}")
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():

@@ -4,12 +4,13 @@ right-padded micro-batches, and the fixed held-out slice every run is scored on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from qtune.finetune.config import TrainConfig
 
 from qtune.errors import QtuneError
-from qtune.vocab import IGNORE_INDEX
+from qtune.vocab import CHAT_TASK, IGNORE_INDEX
 
 #: The evaluation slice is drawn with its own fixed seed so that every run (any method,
 #: any training seed) is scored on the same examples.
@@ -31,6 +32,71 @@ def load_records(task: str, split: str, best_only: bool = True) -> list[dict]:
     if not records:
         raise QtuneError(f"the {task} {split} split is empty")
     return records
+
+
+#: A held-out slice carved from an assistant's own training file: this share of its rows,
+#: at least one batch's worth and at most the evaluation slice a run reads.
+CARVED_SHARE = 0.1
+
+
+def run_records(config: TrainConfig) -> tuple[list, list, dict]:
+    """(training records, held-out records, what the held-out set is) of a run: a shipped
+    data set's splits, or an assistant's own chat files, whose held-out rows are its
+    validation file or a fixed, seeded slice carved off its training file (never its test
+    data). Chat records are message lists with the assistant's system prompt filled in
+    where a row has none."""
+    if config.task != CHAT_TASK:
+        train = load_records(config.task, "train")
+        held_out = load_records(config.task, config.eval_split,
+                                best_only=config.eval_pool == "best")
+        info = {"eval_split": config.eval_split}
+    else:
+        from qtune.data.check import load_chat_file
+
+        from qtune.assistants import get_assistant
+
+        assistant = get_assistant(config.assistant)
+        rows = [_with_system(r, assistant.system_prompt)
+                for r in load_chat_file(Path(assistant.train), assistant.format)]
+        if assistant.validation:
+            train = rows
+            held_out = [_with_system(r, assistant.system_prompt)
+                        for r in load_chat_file(Path(assistant.validation), assistant.format)]
+            info = {"eval_split": "validation file"}
+        else:
+            train, held_out = carve_held_out(rows, config)
+            info = {"eval_split": "carved from train", "heldout_rows": len(held_out),
+                    "heldout_fingerprint": fingerprint(held_out)}
+    if config.max_train_examples:
+        train = train[: config.max_train_examples]
+    return train, held_out, info
+
+
+def _with_system(messages: list[dict], prompt: str) -> list[dict]:
+    """A row's own system prompt is kept; the assistant's fills in where it has none."""
+    if messages[0]["role"] == "system":
+        return messages
+    return [{"role": "system", "content": prompt}, *messages]
+
+
+def carve_held_out(rows: list, config: TrainConfig) -> tuple[list, list]:
+    """A seeded slice of the rows (the same for every run of the same file), the rest."""
+    wanted = config.eval_batches * config.batch_size
+    size = max(min(wanted, int(len(rows) * CARVED_SHARE)), min(config.batch_size, len(rows) - 1))
+    if size < 1:
+        raise QtuneError(f"{len(rows)} rows cannot give both training and held-out data: add "
+                         "rows, or give the assistant a validation file")
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(EVAL_SAMPLE_SEED))
+    chosen = set(order[:size].tolist())
+    return ([r for i, r in enumerate(rows) if i not in chosen],
+            [r for i, r in enumerate(rows) if i in chosen])
+
+
+def fingerprint(records: list) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -100,7 +166,9 @@ class ExampleStream:
 def tokenize_record(tokenizer, task: str, record: dict, seq_len: int) -> dict:
     from qtune.data.prompts import example_messages, tokenize_for_training
 
-    return tokenize_for_training(tokenizer, example_messages(task, record), seq_len)
+    # An assistant's own rows are message lists already (run_records filled the prompt in).
+    messages = record if task == CHAT_TASK else example_messages(task, record)
+    return tokenize_for_training(tokenizer, messages, seq_len)
 
 
 def pad_token_id(tokenizer) -> int:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from qtune.finetune.config import TrainConfig
 
 TASK_DATA = {
+    "chat": "the assistant's own chat file (its `train` data)",
     "math": "GSM8K grade-school maths word problems with worked solutions (MIT)",
     "counselling": "CounselChat answers by licensed therapists to public questions (MIT)",
     "cpsycound": "CPsyCounD multi-turn Chinese counselling dialogues (CC BY 4.0)",
@@ -67,6 +68,24 @@ def _serve_lines(name: str, config: TrainConfig, metrics: dict[str, Any]) -> lis
     ]
 
 
+def _assistant_title(metrics: dict[str, Any], config: TrainConfig) -> str:
+    assistant = metrics.get("assistant")
+    return f"{assistant['title']} ({assistant['name']})" if assistant else config.task
+
+
+def _system_prompt_lines(metrics: dict[str, Any]) -> list[str]:
+    """The system prompt it was trained with, which the endpoint adds for it."""
+    assistant = metrics.get("assistant")
+    if not assistant:
+        return []
+    held_out = metrics.get("held_out", {})
+    carved = (f" Held-out rows: {held_out['heldout_rows']} carved from the training file "
+              f"(fingerprint {held_out['heldout_fingerprint']})."
+              if "heldout_rows" in held_out else "")
+    return [f"- System prompt (training and serving): \"{assistant['system_prompt']}\"."
+            + carved]
+
+
 def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
     trainable = metrics["trainable_parameters"]
     reference = metrics["same_rank_lora_parameters"]
@@ -77,7 +96,8 @@ def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
     lines = [
         f"# {name}",
         "",
-        f"A {config.task} adapter for `{metrics['base_model']}`, trained by qtune.",
+        f"A {_assistant_title(metrics, config)} adapter for `{metrics['base_model']}`, trained "
+        "by qtune.",
         "",
         "## Method",
         "",
@@ -90,6 +110,7 @@ def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
         "## Data",
         "",
         f"- Task `{config.task}`: {TASK_DATA.get(config.task, config.task)}",
+        *_system_prompt_lines(metrics),
         f"- Trained on the `{metrics['train_split']}` split"
         + (f" (first {config.max_train_examples} examples)" if config.max_train_examples else "")
         + f"; {metrics['examples_seen']:,} examples seen, loss on assistant tokens only.",

@@ -21,7 +21,7 @@ from qtune.finetune.methods import AdapterConfig, get_method, method_names, owne
 
 from qtune.config import settings
 from qtune.errors import QtuneError
-from qtune.vocab import EVAL_SPLITS, TASKS
+from qtune.vocab import CHAT_TASK, EVAL_SPLITS, TASKS
 
 MIXED_PRECISION = ("auto", "bf16", "no")
 EVAL_POOLS = ("best", "all")
@@ -42,8 +42,10 @@ def adapter_fields(config_class: type[AdapterConfig]) -> list[str]:
 class TrainConfig:
     """Everything that defines a fine-tuning run (TOML keys use these names)."""
 
-    task: str = "math"
-    """What to learn: math (GSM8K), counselling (CounselChat) or cpsycound (CPsyCounD, local data only)."""
+    task: str | None = None
+    """What to learn: math (GSM8K), counselling (CounselChat) or cpsycound (CPsyCounD, local data only) (unset: the assistant's data, else math)."""
+    assistant: str | None = None
+    """A shipped assistant's name or an assistant's .toml file (unset: the task's assistant): its system prompt, and its own chat files where it has them (`qtune assistants`)."""
     method: str = "qwth"
     """The adapter method (`qtune.finetune.methods`); its own settings follow the run's."""
     base_model: str | None = None
@@ -96,6 +98,8 @@ class TrainConfig:
     FLAG_NAMES: ClassVar[dict[str, str]] = {"base_model": "--model"}
 
     def __post_init__(self) -> None:
+        if self.task is None:
+            self.task = self._assistant_task()
         config_class = get_method(self.method).config_class
         if self.adapter is None:
             self.adapter = config_class()
@@ -103,6 +107,21 @@ class TrainConfig:
             self.adapter = config_class.from_dict(dict(self.adapter))
         if hasattr(self.adapter, "seed"):
             self.adapter.seed = self.seed
+
+    def _assistant_task(self) -> str:
+        """The task an unset ``task`` means: the assistant's own chat files, or its first
+        data set; math without an assistant."""
+        if not self.assistant:
+            return "math"
+        from qtune.assistants import get_assistant
+
+        assistant = get_assistant(self.assistant)
+        if assistant.own_data:
+            return CHAT_TASK
+        if not assistant.tasks:
+            raise QtuneError(f"assistant {assistant.name!r} has no data: give its file a "
+                             "`train` chat file")
+        return assistant.tasks[0]
 
     @classmethod
     def run_fields(cls) -> list[str]:
@@ -149,17 +168,21 @@ class TrainConfig:
     def output_dir(self) -> Path:
         if self.output:
             return Path(self.output).expanduser()
+        if self.task == CHAT_TASK:  # an assistant's own data: the folder takes its name
+            from qtune.assistants import get_assistant
+
+            return settings().runs_dir / f"{get_assistant(self.assistant).name}-{self.method}"
         return settings().runs_dir / f"{self.task}-{self.method}"
 
     @property
     def eval_split(self) -> str:
-        return EVAL_SPLITS[self.task]
+        return EVAL_SPLITS.get(self.task, "held-out")
 
     def validate(self) -> TrainConfig:
         """Raise QtuneError naming the first bad setting (adapter and device included);
         cheap enough to run before any model or data loads. Returns self."""
-        choices = {"task": TASKS, "method": method_names(), "mixed_precision": MIXED_PRECISION,
-                   "eval_pool": EVAL_POOLS}
+        choices = {"task": (*TASKS, CHAT_TASK), "method": method_names(),
+                   "mixed_precision": MIXED_PRECISION, "eval_pool": EVAL_POOLS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise QtuneError(
@@ -181,4 +204,28 @@ class TrainConfig:
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise QtuneError("max_train_examples must be a positive integer (or unset)")
         get_method(self.method).validate(self.adapter)
+        self._validate_assistant()
         return self
+
+    def _validate_assistant(self) -> None:
+        """The assistant exists and fits the task; its own data is read and checked now,
+        before any model loads, and a bad row is refused as `qtune data check` names it."""
+        if not self.assistant:
+            if self.task == CHAT_TASK:
+                raise QtuneError("task 'chat' trains on an assistant's own files: give "
+                                 "--assistant FILE")
+            return
+        from qtune.data.check import load_chat_file
+
+        from qtune.assistants import get_assistant
+
+        assistant = get_assistant(self.assistant)
+        if assistant.own_data != (self.task == CHAT_TASK) or (
+                not assistant.own_data and self.task not in assistant.tasks):
+            data = "its own chat files (task chat)" if assistant.own_data else \
+                f"tasks {', '.join(assistant.tasks)}"
+            raise QtuneError(f"assistant {assistant.name!r} trains on {data}, not task "
+                             f"{self.task!r}: leave --task unset")
+        if assistant.own_data:
+            for path in filter(None, (assistant.train, assistant.validation)):
+                load_chat_file(Path(path), assistant.format)

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from qtune.finetune.batches import Batch, ExampleStream, eval_batches, load_records
+from qtune.finetune.batches import Batch, ExampleStream, eval_batches, run_records
 from qtune.finetune.checkpoint import (
     RunState,
     atomic_save,
@@ -44,7 +44,7 @@ from qtune.finetune.checkpoint import (
 )
 from qtune.finetune.config import TrainConfig
 from qtune.finetune.methods import get_method
-from qtune.finetune.outputs import run_metrics, write_outputs
+from qtune.finetune.outputs import assistant_record, run_metrics, write_outputs
 from qtune.finetune.run_folder import RunFolder
 
 from qtune import adapter_format as fmt
@@ -200,11 +200,7 @@ def _train(config: TrainConfig, output: Path,
     base_path = resolve_model(config.base_model)
     embedded = config.base_model in (None, "", DEFAULT_BASE_MODEL)
     base_name = DEFAULT_BASE_MODEL_HF_ID if embedded else str(config.base_model)
-    train_records = load_records(config.task, "train")
-    if config.max_train_examples:
-        train_records = train_records[: config.max_train_examples]
-    eval_records = load_records(config.task, config.eval_split,
-                                best_only=config.eval_pool == "best")
+    train_records, eval_records, held_out_info = run_records(config)
 
     set_seed(config.seed)  # identical adapter initialisation on every process
     base, tokenizer = load_base_model(base_path, config.mixed_precision)
@@ -306,6 +302,7 @@ def _train(config: TrainConfig, output: Path,
     progress.close()
 
     metrics = run_metrics(config, state, n_trainable, lora_reference, base_name, accelerator)
+    metrics.update(assistant_record(config, held_out_info))
     if is_main:
         write_outputs(accelerator.unwrap_model(model), config, output, base_name, metrics,
                        state)

@@ -43,6 +43,12 @@ class AssistantConfig:
     """Screen its chats for a crisis (resources first, unsafe answers replaced), in the UI and on the endpoint."""
     position: int = 100
     """Where lists show it (lowest first, then by name)."""
+    train: str = ""
+    """Its own chat data to train on (JSONL: OpenAI, ShareGPT or Alpaca rows; a path relative to this file), instead of `tasks`."""
+    validation: str = ""
+    """Held-out chat data that scores the runs (unset: a fixed, seeded slice of `train` is carved off; the test split is never used)."""
+    format: str = "auto"
+    """The chat files' format: auto (each row's own), openai, sharegpt or alpaca."""
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str) -> AssistantConfig:
@@ -73,7 +79,15 @@ class AssistantConfig:
                              f"{', '.join(EVALUATIONS[1:])} (got {list(self.evaluation)})")
         if not isinstance(self.crisis_screen, bool):
             raise QtuneError(f"{where}: crisis_screen must be true or false")
+        # The format is checked where the data is read (qtune.data.formats lists them).
+        if self.train and self.tasks:
+            raise QtuneError(f"{where}: give either tasks (shipped data sets) or train (your "
+                             "own chat file), not both")
         return self
+
+    @property
+    def own_data(self) -> bool:
+        return bool(self.train)
 
 
 def read_assistant(path: Path) -> AssistantConfig:
@@ -83,6 +97,9 @@ def read_assistant(path: Path) -> AssistantConfig:
         raise QtuneError(f"assistant file {path} cannot be read ({error})") from error
     except tomllib.TOMLDecodeError as error:
         raise QtuneError(f"assistant file {path} is not valid TOML: {error}") from error
+    for key in ("train", "validation"):  # relative to the assistant file, as people write them
+        if isinstance(values.get(key), str) and values[key]:
+            values[key] = str((path.parent / values[key]).expanduser().resolve())
     return AssistantConfig.from_dict(values, str(path))
 
 

@@ -12,6 +12,8 @@ from qtune.assistants import shipped_assistants
 
 #: Data sets a fine-tuning run can use (``qtune finetune --task``).
 TASKS: tuple[str, ...] = ("math", "counselling", "cpsycound")
+#: The task of a run on an assistant's own chat files (``qtune finetune --assistant FILE``).
+CHAT_TASK = "chat"
 #: The assistants users meet, as assistants/*.toml define them (CPsyCounD trains the
 #: counselling assistant too).
 ASSISTANTS: tuple[str, ...] = tuple(shipped_assistants())

@@ -11,9 +11,10 @@ at runtime load, and a health check that asks the engine a question.
   user's messages puts the crisis resources first in the answer (the first streamed
   chunk), and an answer that encourages or describes self-harm is replaced by the safe
   message (``finish_reason: "content_filter"``), see :mod:`qtune.serve.screen`.
-* ``POST /v1/chat/completions`` to an adapter whose task is known (``QTUNE_ADAPTER_TASKS``)
-  without a system message gets the system prompt the adapter was trained with, as the
-  web UI sends it: the endpoint's ``math-qwth`` is the UI's math assistant.
+* ``POST /v1/chat/completions`` to an adapter without a system message gets the system
+  prompt the adapter was trained with (``QTUNE_ADAPTER_PROMPTS``: its recorded assistant's,
+  else its task's), as the web UI sends it: the endpoint's ``math-qwth`` is the UI's math
+  assistant.
 * ``POST /v1/load_lora_adapter`` reads the adapter's weights in full first and refuses
   one with a NaN, an infinity or an absurd value (it would poison every model).
 * ``GET /health`` also asks the base model for one greedy token of a fixed prompt (at most
@@ -35,7 +36,7 @@ import httpx
 from qtune.serve.adapters import weights_refusal
 from qtune.serve.screen import ChatScreen, RequestTooLarge, read_body, replay
 from qtune.serve.server import (
-    ADAPTER_TASKS_ENV,
+    ADAPTER_PROMPTS_ENV,
     BASE_MODEL_ENV,
     SCREENED_MODELS_ENV,
     SCREENED_TASKS_ENV,
@@ -69,13 +70,6 @@ def _json_object(name: str) -> dict[str, str]:
         log.error("%s is not a JSON object; ignored", name)
         return {}
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
-
-
-def system_prompt_of(task: str | None) -> str | None:
-    """The system prompt of the assistant a task trains (None for an unknown task)."""
-    from qtune.data.prompts import SYSTEM_PROMPTS, TASK_ASSISTANT
-
-    return SYSTEM_PROMPTS.get(TASK_ASSISTANT.get(task or "", ""))
 
 
 def add_system_prompt(request: dict, prompt: str | None) -> bool:
@@ -146,8 +140,7 @@ class ServeGuard:
         self.app = app
         self.screened = set(_json_list(SCREENED_MODELS_ENV))
         self.screened_tasks = set(_json_list(SCREENED_TASKS_ENV))
-        self.prompts = {model: prompt for model, task in _json_object(ADAPTER_TASKS_ENV).items()
-                        if (prompt := system_prompt_of(task))}
+        self.prompts = _json_object(ADAPTER_PROMPTS_ENV)
         self.health = HealthProbe(os.environ.get(BASE_MODEL_ENV))
         if self.screened:  # the encoder takes seconds to load: not on the first chat
             threading.Thread(target=_warm_up, name="qtune-screen-warm-up", daemon=True).start()
@@ -240,7 +233,7 @@ class ServeGuard:
         task = fmt.adapter_task(folder, name)
         if task in self.screened_tasks:
             self.screened.add(name)
-        if prompt := system_prompt_of(task):
+        if prompt := await asyncio.to_thread(fmt.adapter_system_prompt, folder, name):
             self.prompts[name] = prompt
         await self.app(scope, replay(body, receive), send)
 

@@ -41,7 +41,7 @@ from qtune.serve.adapters import (
 )
 from qtune.serve.process import kill_group, log_tail_of, port_in_use
 
-from qtune.adapter_format import adapter_task, snapshot_name
+from qtune.adapter_format import adapter_system_prompt, adapter_task, snapshot_name
 from qtune.config import DEFAULT_BASE_MODEL, DEFAULT_BASE_MODEL_HF_ID, settings
 from qtune.errors import QtuneError
 from qtune.vocab import CRISIS_SCREENED_TASKS, TASKS
@@ -112,9 +112,9 @@ class ServeConfig:
 #: tasks (JSON lists), and the base model's served name, which the health probe asks.
 SCREENED_MODELS_ENV = "QTUNE_SCREENED_MODELS"
 SCREENED_TASKS_ENV = "QTUNE_SCREENED_TASKS"
-#: {served adapter: task}: the guard gives a request without a system message the system
-#: prompt its adapter was trained with.
-ADAPTER_TASKS_ENV = "QTUNE_ADAPTER_TASKS"
+#: {served adapter: system prompt}: the guard gives a request without a system message the
+#: system prompt its adapter was trained with.
+ADAPTER_PROMPTS_ENV = "QTUNE_ADAPTER_PROMPTS"
 BASE_MODEL_ENV = "QTUNE_BASE_MODEL"
 #: The values of ServeConfig.crisis_screen (and `qtune serve --crisis-screen`).
 CRISIS_SCREEN_CHOICES = ("assistants", "all", "off")
@@ -317,11 +317,11 @@ class VLLMServer:
         """What qtune.serve.guard reads in vLLM's process."""
         tasks = {"off": [], "all": list(TASKS),
                  "assistants": list(CRISIS_SCREENED_TASKS)}[self.config.crisis_screen]
-        adapter_tasks = {adapter.name: adapter_task(adapter.path, adapter.name)
-                         for adapter in self.adapters}
+        prompts = {adapter.name: adapter_system_prompt(adapter.path, adapter.name)
+                   for adapter in self.adapters}
         return {SCREENED_MODELS_ENV: json.dumps(self.screened_models()),
                 SCREENED_TASKS_ENV: json.dumps(tasks), BASE_MODEL_ENV: self.base_name,
-                ADAPTER_TASKS_ENV: json.dumps({k: v for k, v in adapter_tasks.items() if v})}
+                ADAPTER_PROMPTS_ENV: json.dumps({k: v for k, v in prompts.items() if v})}
 
     # ----- life cycle ----------------------------------------------------------------
     def start(self, wait: bool = True, timeout: float | None = None) -> VLLMServer:

@@ -84,3 +84,75 @@ def test_the_assistants_command(tmp_path, capsys):
     assert main(["assistants", "show", "nobody"]) == 2
     assert "unknown assistant 'nobody'" in capsys.readouterr().err
     assert isinstance(get_assistant("math"), AssistantConfig)
+
+
+# ----------------------------------------------------------------------------- training
+def _support_assistant(tmp_path, rows: list[str]):
+    (tmp_path / "chats.jsonl").write_text("".join(row + "\n" for row in rows))
+    path = tmp_path / "support.toml"
+    path.write_text(OWN + 'train = "chats.jsonl"\nformat = "alpaca"\n')
+    return path
+
+
+ROW = '{"instruction": "How do I reset my password, item %d?", "output": "Open Settings."}'
+
+
+def test_a_shipped_assistant_names_its_task_and_refuses_another():
+    from qtune.finetune.config import TrainConfig
+
+    assert TrainConfig(assistant="counselling").task == "counselling"
+    assert TrainConfig().task == "math"
+    with pytest.raises(QtuneError, match="trains on tasks counselling, cpsycound, not task 'math'"):
+        TrainConfig(assistant="counselling", task="math").validate()
+    with pytest.raises(QtuneError, match="give --assistant FILE"):
+        TrainConfig(task="chat").validate()
+
+
+def test_bad_rows_are_refused_before_anything_loads_or_is_written(tmp_path):
+    from qtune.finetune.config import TrainConfig
+
+    path = _support_assistant(tmp_path, [ROW % 1, '{"instruction": "x", "output": ""}'])
+    config = TrainConfig(assistant=str(path), output=str(tmp_path / "run"))
+    assert config.task == "chat"
+    with pytest.raises(QtuneError, match=r"(?s)1 bad rows.*chats.jsonl:2: 'output' has empty text"):
+        config.validate()
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_an_own_assistant_trains_on_its_file_with_a_carved_held_out_slice(tmp_path,
+                                                                          tiny_model_dir):
+    import json
+
+    from qtune.adapter_format import adapter_system_prompt
+    from qtune.finetune.config import TrainConfig
+    from qtune.finetune.train import train
+
+    path = _support_assistant(tmp_path, [ROW % i for i in range(12)])
+    run = tmp_path / "run"
+    config = TrainConfig.from_dict(dict(
+        assistant=str(path), method="lora", base_model=str(tiny_model_dir), steps=2,
+        batch_size=2, seq_len=64, warmup=1, eval_every=0, eval_batches=1, save_every=0,
+        output=str(run))).validate()
+    metrics = train(config)
+    assert metrics["assistant"] == {"name": "support", "title": "Support desk",
+                                    "system_prompt": get_assistant(str(path)).system_prompt}
+    held_out = metrics["held_out"]
+    assert held_out["eval_split"] == "carved from train" and held_out["heldout_rows"] == 2
+    again = TrainConfig.from_dict({**config.to_dict(), "output": str(tmp_path / "again")})
+    from qtune.finetune.batches import fingerprint, run_records
+
+    assert fingerprint(run_records(again)[1]) == held_out["heldout_fingerprint"]  # fixed slice
+    assert len(run_records(again)[0]) == 10
+    assert json.loads((run / "training_config.json").read_text())["task"] == "chat"
+    assert "You answer questions about our product" in (run / "README.md").read_text()
+    assert adapter_system_prompt(run) == get_assistant(str(path)).system_prompt
+
+
+def test_an_unknown_chat_format_is_refused_before_training(tmp_path):
+    from qtune.finetune.config import TrainConfig
+
+    path = _support_assistant(tmp_path, [ROW % 1, ROW % 2])
+    path.write_text(path.read_text().replace('format = "alpaca"', 'format = "csv"'))
+    with pytest.raises(QtuneError, match="unknown chat format 'csv'"):
+        TrainConfig(assistant=str(path)).validate()

@@ -92,12 +92,20 @@ def test_a_safe_answer_streams_unchanged():
     assert got == safe and finishes == ["stop"] and not disconnected and not screen.events
 
 
-def test_a_system_prompt_is_added_only_where_the_request_has_none():
-    from qtune.data.prompts import SYSTEM_PROMPTS
-    from qtune.serve.guard import add_system_prompt, system_prompt_of, with_content_length
+def test_a_system_prompt_is_added_only_where_the_request_has_none(tmp_path):
+    import json
 
-    assert system_prompt_of("cpsycound") == SYSTEM_PROMPTS["counselling"]
-    assert system_prompt_of("poetry") is None and system_prompt_of(None) is None
+    from qtune.data.prompts import SYSTEM_PROMPTS
+    from qtune.serve.guard import add_system_prompt, with_content_length
+
+    from qtune.adapter_format import adapter_system_prompt
+
+    (tmp_path / "training_config.json").write_text(json.dumps({"task": "cpsycound"}))
+    assert adapter_system_prompt(tmp_path) == SYSTEM_PROMPTS["counselling"]
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"assistant": {"name": "support", "system_prompt": "Help with the product."}}))
+    assert adapter_system_prompt(tmp_path) == "Help with the product."  # the recorded one
+    assert adapter_system_prompt(tmp_path / "nowhere", "poetry-lora") is None
     request = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     assert add_system_prompt(request, "Be kind.")
     assert request["messages"][0] == {"role": "system", "content": "Be kind."}
