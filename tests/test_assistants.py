@@ -124,9 +124,10 @@ def test_an_own_assistant_trains_on_its_file_with_a_carved_held_out_slice(tmp_pa
                                                                           tiny_model_dir):
     import json
 
-    from qtune.adapter_format import adapter_system_prompt
     from qtune.finetune.config import TrainConfig
     from qtune.finetune.train import train
+
+    from qtune.adapter_format import adapter_system_prompt
 
     path = _support_assistant(tmp_path, [ROW % i for i in range(12)])
     run = tmp_path / "run"
