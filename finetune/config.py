@@ -58,8 +58,8 @@ class TrainConfig:
     """Micro-batches accumulated per optimizer step."""
     seq_len: int = 256
     """Tokens per example; longer rows are cut (`qtune data lengths` counts them)."""
-    lr: float = 2e-4
-    """Peak learning rate (linear warm-up, then cosine decay); each method's tuned rate is in docs/study.md."""
+    lr: float | None = None
+    """Peak learning rate (linear warm-up, then cosine decay) (unset: the method's default, its tuned rate where a study measured it)."""
     warmup: int = 10
     """Warm-up steps."""
     min_lr_ratio: float = 0.1
@@ -100,6 +100,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.task is None:
             self.task = self._assistant_task()
+        if self.lr is None and self.method in method_names():
+            self.lr = get_method(self.method).default_lr
         config_class = get_method(self.method).config_class
         if self.adapter is None:
             self.adapter = config_class()

@@ -22,7 +22,13 @@ from qtune.vocab import TASKS
 
 #: Fields whose help lists the allowed values (validate() checks every field).
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {"task": lambda: TASKS,
-                                                      "method": method_names}
+                                                      "method": method_names,
+                                                      "lr": lambda: tuple(_default_rates())}
+
+
+def _default_rates() -> list[str]:
+    return [f"{name} {get_method(name).default_lr:g} ({get_method(name).default_lr_source})"
+            for name in method_names()]
 
 
 def flag_name(config_class: type, field_name: str) -> str:
@@ -95,7 +101,7 @@ def _add_fields(group: argparse._ArgumentGroup, config_class: type, names: list[
     for name in names:
         help_text = docs[name].rstrip(".")
         if name in CHOICES:  # listed, not enforced: validate() says what is wrong and why
-            help_text += f"; one of {', '.join(CHOICES[name]())}"
+            help_text += f"; {'defaults' if name == 'lr' else 'one of'}: {', '.join(CHOICES[name]())}"
         if "(unset" not in help_text:  # a docstring that says what unset means says enough
             help_text += f" (default: {shown(defaults.get(name))})"
         group.add_argument(flag_name(config_class, name), dest=name, default=None,

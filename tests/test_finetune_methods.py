@@ -257,3 +257,11 @@ def test_served_names_split_at_the_registered_method():
     served = parse_model("counselling-lora-xs", parent="base", root="/x/counselling-lora-xs@ab")
     assert (served.assistant, served.method, served.label) == (
         "counselling", "lora-xs", "LoRA-XS adapter")
+
+
+def test_a_run_without_a_rate_gets_its_methods_tuned_rate():
+    """The study's tuned rates (40 steps, both assistants): LoRA 3.16e-3, QWTH 1e-2."""
+    assert TrainConfig(method="lora").lr == 3.16e-3
+    assert TrainConfig(method="qwth").lr == 1e-2
+    assert TrainConfig(method="qwth", lr=5e-4).lr == 5e-4
+    assert TrainConfig.from_dict({"method": "lora-xs"}).lr == get_method("lora-xs").default_lr

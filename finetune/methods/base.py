@@ -99,6 +99,11 @@ class AdapterMethod:
     servable: ClassVar[bool] = True
     #: Where its own form lives and what rebuilds it (for the model card).
     compact_note: ClassVar[str] = "`adapter_model.safetensors`"
+    #: The learning rate a run gets when it names none: the method's tuned rate where a
+    #: study measured it (docs/study.md), else the centre of its sweep.
+    default_lr: ClassVar[float] = 1e-3
+    #: Where default_lr comes from, said in --help.
+    default_lr_source: ClassVar[str] = "not tuned yet"
 
     def validate(self, config: AdapterConfig) -> None:
         config.validate()

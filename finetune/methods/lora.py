@@ -20,6 +20,8 @@ class LoRAMethod(AdapterMethod):
     label = "LoRA"
     summary = "PEFT LoRA: the baseline"
     config_class = LoRAConfig
+    default_lr = 3.16e-3
+    default_lr_source = "tuned: docs/study.md, both assistants"
 
     def wrap(self, base, config: LoRAConfig):
         from qtune.finetune.lora import get_lora_model

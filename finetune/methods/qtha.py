@@ -17,6 +17,8 @@ class QTHAMethod(AdapterMethod):
     summary = "Origin Quantum's per-token adapter (trained in process; vLLM cannot serve it)"
     #: QTHA reads r (= its qubits), the cores' settings and circuit_layers of QWTH's config.
     config_class = QWTHConfig
+    default_lr = 1e-2
+    default_lr_source = "tuned: docs/study-designs.md, both assistants"
     compact_note = (f"the `{fmt.QTHA_DIR}/` folder (`qtune.finetune.qtha.model.load_qtha` "
                    "rebuilds it)")
     servable = False

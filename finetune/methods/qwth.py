@@ -16,6 +16,8 @@ class QWTHMethod(AdapterMethod):
     label = "QWTH"
     summary = "quantum-weighted tensor hybrid: circuit + tensor-train cores, exported as a LoRA"
     config_class = QWTHConfig
+    default_lr = 1e-2
+    default_lr_source = "tuned: docs/study.md, both assistants"
     compact_note = (f"the `{fmt.QWTH_DIR}/` folder (cores + circuit angles; "
                    "`qtune.finetune.qwth.load_compact` rebuilds the adapter)")
 
