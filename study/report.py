@@ -125,6 +125,12 @@ def sweep_table(study: StudyConfig, results: ResultsFile, task: str) -> list[str
     return lines
 
 
+def _precision(setting: str) -> str:
+    """auto is bf16 on CPUs with native bf16 and fp32 elsewhere: rows from different
+    machines then differ in precision, which the report must say."""
+    return {"no": "fp32", "bf16": "bf16"}.get(setting, "auto (bf16 where native, else fp32)")
+
+
 def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
                  command: str) -> Path:
     path = path or study.report_path
@@ -141,7 +147,8 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
                              " — **incomplete: the answers below are provisional**."), "",
         f"Every run: {budget.steps} steps x batch {budget.batch_size} x {budget.seq_len} tokens, "
         f"warmup {budget.warmup}, cosine to {budget.min_lr_ratio:g} x the rate, targets "
-        f"{', '.join(budget.adapter.target_modules)}, the same data order per seed. Held-out "
+        f"{', '.join(budget.adapter.target_modules)}, precision {_precision(budget.mixed_precision)}, "
+        "the same data order per seed. Held-out "
         f"loss: the mean answer-token cross-entropy on one fixed set of "
         f"{budget.eval_batches * budget.batch_size} examples per task (the same for every "
         f"run). Each method's rate is the best of its sweep at seed {study.seeds[0]}; "
