@@ -69,6 +69,8 @@ def run_records(config: TrainConfig) -> tuple[list, list, dict]:
                     "heldout_fingerprint": fingerprint(held_out)}
     if config.max_train_examples:
         train = train[: config.max_train_examples]
+    if config.task == CHAT_TASK:  # one's own data: which rows trained it, recorded
+        info["train_rows"], info["train_fingerprint"] = len(train), fingerprint(train)
     return train, held_out, info
 
 

@@ -145,6 +145,8 @@ def test_an_own_assistant_trains_on_its_file_with_a_carved_held_out_slice(tmp_pa
 
     assert fingerprint(run_records(again)[1]) == held_out["heldout_fingerprint"]  # fixed slice
     assert len(run_records(again)[0]) == 10
+    assert held_out["train_rows"] == 10
+    assert held_out["train_fingerprint"] == fingerprint(run_records(again)[0])
     assert json.loads((run / "training_config.json").read_text())["task"] == "chat"
     assert "You answer questions about our product" in (run / "README.md").read_text()
     assert adapter_system_prompt(run) == get_assistant(str(path)).system_prompt
