@@ -31,6 +31,20 @@ class CheckReport:
         return not self.problems and self.rows > 0
 
 
+def read_rows(path: Path, fmt: str) -> tuple[list[tuple[int, list[dict[str, str]]]], list[str]]:
+    """((line, messages) of every good row, "file:line: problem" of every bad one)."""
+    rows, problems = [], []
+    try:
+        for line, result in read_chat_file(path, fmt):
+            if isinstance(result, RowProblem):
+                problems.append(f"{path}:{line}: {result}")
+            else:
+                rows.append((line, result))
+    except UnicodeDecodeError as error:
+        raise QtuneError(f"{path} is not UTF-8 text ({error})") from error
+    return rows, problems
+
+
 def check_file(path: Path, fmt: str = "auto", tokenizer: Any = None,
                seq_len: int = 256) -> CheckReport:
     """Read every row of ``path``; with a tokenizer, render each as the trainer does."""
@@ -39,22 +53,17 @@ def check_file(path: Path, fmt: str = "auto", tokenizer: Any = None,
     if not path.is_file():
         raise QtuneError(f"{path} is not a file")
     report = CheckReport(path)
-    try:
-        for line, result in read_chat_file(path, fmt):
-            if isinstance(result, RowProblem):
-                report.problems.append(f"{path}:{line}: {result}")
-                continue
-            report.rows += 1
-            report.assistant_turns += sum(m["role"] == "assistant" for m in result)
-            report.with_system += result[0]["role"] == "system"
-            if tokenizer is not None:
-                text = render_chat(tokenizer, result, add_generation_prompt=False)
-                length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-                report.lengths.append(length)
-                if length > seq_len:
-                    report.cut.append((line, length - seq_len))
-    except UnicodeDecodeError as error:
-        raise QtuneError(f"{path} is not UTF-8 text ({error})") from error
+    rows, report.problems = read_rows(path, fmt)
+    for line, messages in rows:
+        report.rows += 1
+        report.assistant_turns += sum(m["role"] == "assistant" for m in messages)
+        report.with_system += messages[0]["role"] == "system"
+        if tokenizer is not None:
+            text = render_chat(tokenizer, messages, add_generation_prompt=False)
+            length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            report.lengths.append(length)
+            if length > seq_len:
+                report.cut.append((line, length - seq_len))
     return report
 
 
@@ -63,22 +72,14 @@ def load_chat_file(path: Path, fmt: str = "auto") -> list[list[dict[str, str]]]:
     as `qtune data check` prints them (training refuses a file with any bad row)."""
     if not path.is_file():
         raise QtuneError(f"chat data file {path} does not exist")
-    rows, problems = [], []
-    try:
-        for line, result in read_chat_file(path, fmt):
-            if isinstance(result, RowProblem):
-                problems.append(f"{path}:{line}: {result}")
-            else:
-                rows.append(result)
-    except UnicodeDecodeError as error:
-        raise QtuneError(f"{path} is not UTF-8 text ({error})") from error
+    rows, problems = read_rows(path, fmt)
     if problems:
         more = f"\n... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise QtuneError(f"{len(problems)} bad rows in {path} (`qtune data check {path}` "
                          "lists them all):\n" + "\n".join(problems[:10]) + more)
     if not rows:
         raise QtuneError(f"{path} holds no rows")
-    return rows
+    return [messages for _, messages in rows]
 
 
 def _quantiles(values: list[int]) -> str:
