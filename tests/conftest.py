@@ -96,3 +96,18 @@ def tiny_model_dir(tmp_path_factory, embedded_model: Path) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copy(embedded_model / name, folder / name)
     return folder
+
+
+def export_logits(model, reference, folder, input_ids):
+    """(the trained adapter's logits, those of its PEFT LoRA export loaded on ``reference``,
+    the base model's): what an exactness test compares."""
+    import torch
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(reference, folder).eval()
+    with torch.no_grad():
+        ours = model(input_ids=input_ids).logits
+        theirs = peft_model(input_ids=input_ids).logits
+        with peft_model.disable_adapter():
+            base = peft_model(input_ids=input_ids).logits
+    return ours, theirs, base

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import export_logits
 from qtune.finetune.config import TrainConfig
 from qtune.finetune.methods import (
     AdapterConfig,
@@ -72,7 +73,6 @@ def _perturb(model) -> None:
                                                   ("lora", {"r": 2})])
 def test_the_exported_lora_is_the_trained_adapter(tiny_llama, input_ids, tmp_path, method,
                                                   settings):
-    from peft import PeftModel
 
     reference = copy.deepcopy(tiny_llama)
     adapter_method = get_method(method)
@@ -82,12 +82,7 @@ def test_the_exported_lora_is_the_trained_adapter(tiny_llama, input_ids, tmp_pat
     assert (tmp_path / saved.compact_path).exists() and saved.compact_bytes > 0
     exported = json.loads((tmp_path / "adapter_config.json").read_text())
     assert exported["peft_type"] == "LORA" and exported["r"] == settings["r"]
-    peft_model = PeftModel.from_pretrained(reference, tmp_path).eval()
-    with torch.no_grad():
-        ours = model(input_ids=input_ids).logits
-        theirs = peft_model(input_ids=input_ids).logits
-        with peft_model.disable_adapter():
-            base = peft_model(input_ids=input_ids).logits
+    ours, theirs, base = export_logits(model, reference, tmp_path, input_ids)
     assert (ours - base).abs().max() > 1e-2, "the adapter should change the logits"
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
 

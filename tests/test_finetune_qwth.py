@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from conftest import export_logits
 from qtune.finetune.qwth import (
     QWTHConfig,
     QWTHModel,
@@ -130,7 +131,6 @@ def test_init_leaves_model_unchanged_and_freezes_base(tiny_llama, input_ids):
 
 @pytest.mark.parametrize("quantum", QUANTUM_BRANCHES)  # QWTH and the study's controls
 def test_export_is_exact_on_tiny_model(tiny_llama, input_ids, tmp_path, quantum):
-    from peft import PeftModel
 
     reference = copy.deepcopy(tiny_llama)
     model = get_qwth_model(tiny_llama, small_config(quantum=quantum))
@@ -143,12 +143,7 @@ def test_export_is_exact_on_tiny_model(tiny_llama, input_ids, tmp_path, quantum)
     assert not config["use_rslora"] and not config["fan_in_fan_out"]
     assert config["modules_to_save"] is None
     assert config["base_model_name_or_path"] == "tiny-llama"
-    peft_model = PeftModel.from_pretrained(reference, tmp_path).eval()
-    with torch.no_grad():
-        ours = model(input_ids=input_ids).logits
-        theirs = peft_model(input_ids=input_ids).logits
-        with peft_model.disable_adapter():
-            base = peft_model(input_ids=input_ids).logits
+    ours, theirs, base = export_logits(model, reference, tmp_path, input_ids)
     assert (ours - base).abs().max() > 1e-2, "the adapter should have changed the logits"
     assert (ours - theirs).abs().max() <= 1e-3
 
