@@ -8,6 +8,8 @@ from pathlib import Path
 
 from qtune.data.formats import FORMATS
 
+from qtune.errors import QtuneError
+
 _TASK_HELP = (
     "math = GSM8K word problems; counselling = CounselChat answers; "
     "cpsycound = CPsyCounD multi-turn dialogues (Chinese, local folder only)"
@@ -74,20 +76,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     check = commands.add_parser(
         "check",
-        help="validate a chat-data file (OpenAI, ShareGPT or Alpaca JSONL) before training",
+        help="validate chat data (a file, a datasets folder, or an assistant's data) before "
+             "training",
         description=(
-            "Read every row of a JSON-lines chat file and print each bad one with its file "
-            "and line (bad JSON, no assistant turn, an unknown role, empty text), then the "
-            "counts and token-length quantiles, rendered with the base model's chat template "
-            "as `qtune finetune` renders them, and the rows longer than --seq-len. Exit "
-            "status 1 when any row is bad. Formats: openai ({\"messages\": [...]}), "
-            "sharegpt ({\"conversations\": [{\"from\", \"value\"}]}), alpaca "
+            "Read every row of chat data and print each bad one with its file and line (or "
+            "split and row) (bad JSON, no assistant turn, an unknown role, empty text, a "
+            "mapped column that is missing), then the counts and token-length quantiles, "
+            "rendered with the base model's chat template as `qtune finetune` renders them, "
+            "and the rows longer than --seq-len. Exit status 1 when any row is bad. DATA is "
+            "a JSONL, Parquet, CSV or Arrow file, a folder the datasets library loads, a Hub "
+            "id, or an assistant (a shipped name or its .toml file: its train and validation "
+            "data, with its format, columns and splits). Formats: openai ({\"messages\": "
+            "[...]}), sharegpt ({\"conversations\": [{\"from\", \"value\"}]}), alpaca "
             "({\"instruction\", \"input\", \"output\"}); auto reads each row's own."
         ),
     )
-    check.add_argument("file", type=Path, help="the JSONL file to check")
-    check.add_argument("--format", default="auto", choices=("auto", *FORMATS),
-                       help="the rows' format (default: auto, per row)")
+    check.add_argument("data", help="the chat data, or an assistant's name or .toml file")
+    check.add_argument("--format", default=None, choices=("auto", *FORMATS),
+                       help="the rows' format (default: the assistant's, else auto, per row)")
+    check.add_argument("--column", action="append", default=[], metavar="KEY=COLUMN",
+                       help="read qtune's KEY (messages, conversations, system, instruction, "
+                            "input, output) from the data's COLUMN; repeat for more")
+    check.add_argument("--split", default=None,
+                       help="the split of a datasets folder or Hub id (default: train)")
     check.add_argument("--seq-len", type=int, default=256,
                        help="the trainer's seq_len: longer rows are reported (default: 256)")
     check.add_argument("--model", help="whose tokenizer counts the tokens (default: the "
@@ -184,8 +195,6 @@ def _stats(args: argparse.Namespace) -> int:
         split_names,
     )
 
-    from qtune.errors import QtuneError
-
     folder = resolve_data_dir(args.data_dir)
     if folder is None:
         raise QtuneError(
@@ -214,9 +223,35 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(args: argparse.Namespace) -> int:
-    from qtune.data.check import check_file, report_text
+def _check_sources(args: argparse.Namespace) -> list:
+    """The sources `qtune data check` reads: an assistant's own data, or DATA itself."""
+    from qtune.data.sources import DEFAULT_SPLIT, ChatSource, assistant_sources
 
+    from qtune.assistants import get_assistant, shipped_assistants
+
+    columns = {}
+    for pair in args.column:
+        key, _, column = pair.partition("=")
+        if not key or not column:
+            raise QtuneError(f"--column {pair!r}: write KEY=COLUMN, e.g. output=answer")
+        columns[key] = column
+    if args.data in shipped_assistants() or args.data.endswith(".toml"):
+        assistant = get_assistant(args.data)
+        if not assistant.own_data:
+            raise QtuneError(f"assistant {assistant.name!r} trains on shipped data sets "
+                             f"({', '.join(assistant.tasks)}): `qtune data show` reads them")
+        sources = [s for s in assistant_sources(assistant) if s is not None]
+        return [ChatSource(s.location, args.format or s.fmt, columns or s.columns,
+                           args.split or s.split) for s in sources]
+    return [ChatSource(args.data, args.format or "auto", columns, args.split or DEFAULT_SPLIT)]
+
+
+def _check(args: argparse.Namespace) -> int:
+    from qtune.data.check import check_source, report_text
+
+    sources = _check_sources(args)
+    for source in sources:
+        source.check()
     tokenizer = None
     if not args.no_tokens:
         from transformers import AutoTokenizer
@@ -224,6 +259,6 @@ def _check(args: argparse.Namespace) -> int:
         from qtune.model import resolve_model
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
-    report = check_file(args.file, args.format, tokenizer, args.seq_len)
-    print(report_text(report, args.seq_len))
-    return 0 if report.ok else 1
+    reports = [check_source(source, tokenizer, args.seq_len) for source in sources]
+    print("\n\n".join(report_text(report, args.seq_len) for report in reports))
+    return 0 if all(report.ok for report in reports) else 1

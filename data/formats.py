@@ -14,9 +14,6 @@ wrong with it; the file reader adds the file and line.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 FORMATS = ("openai", "sharegpt", "alpaca")
@@ -104,26 +101,3 @@ def to_messages(row: Any, fmt: str = "auto") -> list[dict[str, str]]:
     if not any(m["role"] == "assistant" for m in messages):
         raise RowProblem("no assistant message: nothing to learn from")
     return messages
-
-
-def read_chat_file(path: Path, fmt: str = "auto"
-                   ) -> Iterator[tuple[int, list[dict[str, str]] | RowProblem]]:
-    """(line number, messages or the row's problem) for every non-blank line of a JSONL
-    file; reading errors of the file itself raise OSError, an unknown format QtuneError."""
-    if fmt != "auto" and fmt not in FORMATS:
-        from qtune.errors import QtuneError
-
-        raise QtuneError(f"unknown chat format {fmt!r}: choose auto or {', '.join(FORMATS)}")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as error:
-                yield number, RowProblem(f"not valid JSON ({error})")
-                continue
-            try:
-                yield number, to_messages(row, fmt)
-            except RowProblem as problem:
-                yield number, problem

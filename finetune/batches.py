@@ -4,13 +4,12 @@ right-padded micro-batches, and the fixed held-out slice every run is scored on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from qtune.finetune.config import TrainConfig
 
 from qtune.errors import QtuneError
-from qtune.vocab import CHAT_TASK, IGNORE_INDEX
+from qtune.vocab import CARVED_SPLIT, CHAT_TASK, IGNORE_INDEX
 
 #: The evaluation slice is drawn with its own fixed seed so that every run (any method,
 #: any training seed) is scored on the same examples.
@@ -45,27 +44,31 @@ def run_records(config: TrainConfig) -> tuple[list, list, dict]:
     validation file or a fixed, seeded slice carved off its training file (never its test
     data). Chat records are message lists with the assistant's system prompt filled in
     where a row has none."""
-    if config.task != CHAT_TASK:
+    if config.task != CHAT_TASK and config.eval_split == CARVED_SPLIT:
+        train, held_out = carve_held_out(load_records(config.task, "train"), config)
+        info = {"eval_split": CARVED_SPLIT, "heldout_rows": len(held_out),
+                "heldout_fingerprint": fingerprint(held_out)}
+    elif config.task != CHAT_TASK:
         train = load_records(config.task, "train")
         held_out = load_records(config.task, config.eval_split,
                                 best_only=config.eval_pool == "best")
         info = {"eval_split": config.eval_split}
     else:
-        from qtune.data.check import load_chat_file
+        from qtune.data.sources import assistant_sources, load_chat_source
 
         from qtune.assistants import get_assistant
 
         assistant = get_assistant(config.assistant)
-        rows = [_with_system(r, assistant.system_prompt)
-                for r in load_chat_file(Path(assistant.train), assistant.format)]
-        if assistant.validation:
+        train_source, validation_source = assistant_sources(assistant)
+        rows = [_with_system(r, assistant.system_prompt) for r in load_chat_source(train_source)]
+        if validation_source is not None:
             train = rows
             held_out = [_with_system(r, assistant.system_prompt)
-                        for r in load_chat_file(Path(assistant.validation), assistant.format)]
-            info = {"eval_split": "validation file"}
+                        for r in load_chat_source(validation_source)]
+            info = {"eval_split": f"validation ({validation_source.label})"}
         else:
             train, held_out = carve_held_out(rows, config)
-            info = {"eval_split": "carved from train", "heldout_rows": len(held_out),
+            info = {"eval_split": CARVED_SPLIT, "heldout_rows": len(held_out),
                     "heldout_fingerprint": fingerprint(held_out)}
     if config.max_train_examples:
         train = train[: config.max_train_examples]

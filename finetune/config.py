@@ -217,7 +217,7 @@ class TrainConfig:
                 raise QtuneError("task 'chat' trains on an assistant's own files: give "
                                  "--assistant FILE")
             return
-        from qtune.data.check import load_chat_file
+        from qtune.data.sources import assistant_sources, load_chat_source
 
         from qtune.assistants import get_assistant
 
@@ -229,5 +229,5 @@ class TrainConfig:
             raise QtuneError(f"assistant {assistant.name!r} trains on {data}, not task "
                              f"{self.task!r}: leave --task unset")
         if assistant.own_data:
-            for path in filter(None, (assistant.train, assistant.validation)):
-                load_chat_file(Path(path), assistant.format)
+            for source in filter(None, assistant_sources(assistant)):
+                load_chat_source(source)

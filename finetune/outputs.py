@@ -59,14 +59,13 @@ def run_metrics(config: TrainConfig, state: RunState, n_trainable: int, lora_ref
 def assistant_record(config: TrainConfig, held_out: dict[str, Any]) -> dict[str, Any]:
     """What the adapter records of its assistant (the server and the UI read it) and of its
     held-out set (a carved one by size and fingerprint)."""
-    from qtune.assistants import assistant_of_task, get_assistant
+    from qtune.assistants import RecordedAssistant, assistant_of_task, get_assistant
 
     assistant = (get_assistant(config.assistant) if config.assistant
                  else assistant_of_task(config.task))
     record: dict[str, Any] = {"held_out": held_out}
     if assistant is not None:
-        record["assistant"] = {"name": assistant.name, "title": assistant.title,
-                               "system_prompt": assistant.system_prompt}
+        record["assistant"] = RecordedAssistant.of(assistant).as_dict()
     return record
 
 

@@ -202,22 +202,6 @@ def adapter_task(folder: Path, name: str = "") -> str | None:
     return task if isinstance(task, str) else (name.rpartition("-")[0] or None)
 
 
-def adapter_system_prompt(folder: Path, name: str = "") -> str | None:
-    """The system prompt an adapter was trained with: its assistant's, as its metrics.json
-    records it, else the shipped assistant of its task (None when neither tells)."""
-    from qtune.assistants import assistant_of_task
-
-    try:
-        recorded = read_json(Path(folder) / METRICS_FILE).get("assistant") or {}
-        prompt = recorded.get("system_prompt") if isinstance(recorded, dict) else None
-    except (OSError, ValueError, AttributeError, QtuneError):
-        prompt = None
-    if isinstance(prompt, str) and prompt.strip():
-        return prompt
-    assistant = assistant_of_task(adapter_task(folder, name))
-    return assistant.system_prompt if assistant else None
-
-
 def safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
     """(tensor name -> its header entry, offset of the data section) of a safetensors file."""
     with path.open("rb") as handle:

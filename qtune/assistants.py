@@ -44,11 +44,17 @@ class AssistantConfig:
     position: int = 100
     """Where lists show it (lowest first, then by name)."""
     train: str = ""
-    """Its own chat data to train on (JSONL: OpenAI, ShareGPT or Alpaca rows; a path relative to this file), instead of `tasks`."""
+    """Its own chat data to train on, instead of `tasks`: a JSONL (OpenAI, ShareGPT or Alpaca rows), Parquet, CSV or Arrow file, a folder the datasets library loads, or a Hub id (a path is relative to this file)."""
     validation: str = ""
-    """Held-out chat data that scores the runs (unset: a fixed, seeded slice of `train` is carved off; the test split is never used)."""
+    """Held-out chat data that scores the runs, in the same kinds as `train` (unset: `validation_split` of `train`, else a fixed, seeded slice of `train` is carved off; a test split is never used)."""
     format: str = "auto"
-    """The chat files' format: auto (each row's own), openai, sharegpt or alpaca."""
+    """The rows' format: auto (each row's own), openai, sharegpt or alpaca."""
+    columns: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Column mapping, qtune's key to the data's column, e.g. `{instruction = "question", output = "answer"}` (keys: messages, conversations, system, instruction, input, output)."""
+    train_split: str = "train"
+    """The split of `train` to train on (a datasets folder or Hub id; a single file is its train split)."""
+    validation_split: str = ""
+    """The split that scores the runs: of `validation` (default train), or of `train` when `validation` is unset."""
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str) -> AssistantConfig:
@@ -61,6 +67,9 @@ class AssistantConfig:
         if missing:
             raise QtuneError(f"{where}: {', '.join(missing)} missing")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        if not isinstance(values.get("columns", {}), dict) or not all(
+                isinstance(v, str) for v in values.get("columns", {}).values()):
+            raise QtuneError(f"{where}: columns must be a table of key = \"column\" names")
         try:
             return cls(**values).validate(where)
         except TypeError as error:
@@ -80,6 +89,12 @@ class AssistantConfig:
         if not isinstance(self.crisis_screen, bool):
             raise QtuneError(f"{where}: crisis_screen must be true or false")
         # The format is checked where the data is read (qtune.data.formats lists them).
+        from qtune.data.sources import MAPPABLE_KEYS
+
+        bad_keys = sorted(set(self.columns) - set(MAPPABLE_KEYS))
+        if bad_keys:
+            raise QtuneError(f"{where}: columns maps unknown key(s) {', '.join(bad_keys)}; "
+                             f"map any of {', '.join(MAPPABLE_KEYS)}")
         if self.train and self.tasks:
             raise QtuneError(f"{where}: give either tasks (shipped data sets) or train (your "
                              "own chat file), not both")
@@ -99,8 +114,19 @@ def read_assistant(path: Path) -> AssistantConfig:
         raise QtuneError(f"assistant file {path} is not valid TOML: {error}") from error
     for key in ("train", "validation"):  # relative to the assistant file, as people write them
         if isinstance(values.get(key), str) and values[key]:
-            values[key] = str((path.parent / values[key]).expanduser().resolve())
+            values[key] = _data_location(path.parent, values[key])
     return AssistantConfig.from_dict(values, str(path))
+
+
+def _data_location(folder: Path, value: str) -> str:
+    """A path relative to the assistant file, or a Hub id (owner/name) kept as written
+    when no such path exists."""
+    from qtune.data.sources import HUB_ID
+
+    local = (folder / value).expanduser().resolve()
+    if not local.exists() and HUB_ID.fullmatch(value):
+        return value
+    return str(local)
 
 
 @cache
@@ -136,3 +162,57 @@ def get_assistant(name_or_file: str) -> AssistantConfig:
 def assistant_of_task(task: str | None) -> AssistantConfig | None:
     """The shipped assistant a data set trains (None for an unknown task)."""
     return next((a for a in shipped_assistants().values() if task in a.tasks), None)
+
+
+@dataclass(frozen=True)
+class RecordedAssistant:
+    """What an adapter records of the assistant it was trained as (its metrics.json
+    ``assistant``): enough for the server and the UI to serve it without the file."""
+
+    name: str
+    title: str
+    system_prompt: str
+    crisis_screen: bool = False
+
+    @classmethod
+    def of(cls, assistant: AssistantConfig) -> RecordedAssistant:
+        return cls(assistant.name, assistant.title, assistant.system_prompt,
+                   assistant.crisis_screen)
+
+    @classmethod
+    def from_record(cls, record: Any) -> RecordedAssistant | None:
+        """The record as metrics.json holds it, or None when it is missing or malformed."""
+        if not isinstance(record, dict):
+            return None
+        name, prompt = record.get("name"), record.get("system_prompt")
+        if not all(isinstance(text, str) and text.strip() for text in (name, prompt)):
+            return None
+        title = record.get("title") if isinstance(record.get("title"), str) else name
+        return cls(name, title or name, prompt, record.get("crisis_screen") is True)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def adapter_assistant(folder: Path, name: str = "") -> RecordedAssistant | None:
+    """The assistant an adapter serves: the one its metrics.json records, else the shipped
+    assistant of its task (its training config, else its ``<assistant>-<method>`` name);
+    None when nothing tells."""
+    from qtune import adapter_format as fmt
+
+    try:
+        recorded = fmt.read_json(Path(folder) / fmt.METRICS_FILE).get("assistant")
+    except (OSError, ValueError, AttributeError, QtuneError):
+        recorded = None
+    found = RecordedAssistant.from_record(recorded)
+    if found is not None:
+        return found
+    task = fmt.adapter_task(folder, name)
+    shipped = assistant_of_task(task) or shipped_assistants().get(task or "")
+    return RecordedAssistant.of(shipped) if shipped else None
+
+
+def adapter_system_prompt(folder: Path, name: str = "") -> str | None:
+    """The system prompt an adapter was trained with (None when nothing tells)."""
+    assistant = adapter_assistant(folder, name)
+    return assistant.system_prompt if assistant else None

@@ -29,7 +29,11 @@ CRISIS_SCREENED_TASKS: tuple[str, ...] = tuple(
     for task in assistant.tasks)
 #: Held-out split used for the evaluation loss of each task (GSM8K has no official dev
 #: split; the data loader carves one out of train).
-EVAL_SPLITS: dict[str, str] = {"math": "dev", "counselling": "validation", "cpsycound": "test"}
+#: A data set without a validation split is scored on a fixed, seeded slice carved off its
+#: train split (a test split never chooses anything).
+CARVED_SPLIT = "carved from train"
+EVAL_SPLITS: dict[str, str] = {"math": "dev", "counselling": "validation",
+                               "cpsycound": CARVED_SPLIT}
 #: Label of tokens that carry no loss (PyTorch's cross-entropy ignore index).
 IGNORE_INDEX = -100
 

@@ -84,8 +84,12 @@ def add_server_options(parser: argparse.ArgumentParser,
         help="override the --max-lora-rank computed from the adapters")
     add("--crisis-screen", choices=CRISIS_SCREEN_CHOICES, default=defaults.crisis_screen,
         help="whose chats the endpoint screens for a crisis, as the web UI does (resources "
-        "first, unsafe answers replaced; docs/security.md): 'assistants' = the counselling "
-        "adapters, 'all' = every model, 'off' (default %(default)s)")
+        "first, unsafe answers replaced; docs/security.md): 'assistants' = adapters whose "
+        "assistant sets crisis_screen (counselling), 'all' = every model, 'off' (default "
+        "%(default)s)")
+    add("--no-adapter-prompts", dest="adapter_prompts", action="store_false",
+        help="send chat requests as they come; by default a request to an adapter without a "
+        "system message gets the system prompt the adapter was trained with")
     add("--log-file", type=Path, default=None,
         help="where vLLM's output goes (default $QTUNE_HOME/logs/vllm-PORT.log)")
     add("--startup-timeout", type=float, default=defaults.startup_timeout,
@@ -120,6 +124,7 @@ def config_from_args(args: argparse.Namespace):
         log_path=args.log_file,
         startup_timeout=args.startup_timeout,
         crisis_screen=args.crisis_screen,
+        adapter_prompts=args.adapter_prompts,
     )
     # Given flags win over ServeConfig's defaults (which read QTUNE_HOST/PORT/API_KEY).
     for flag, attribute in (("api_host", "host"), ("api_port", "port"), ("api_key", "api_key")):

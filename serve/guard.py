@@ -38,13 +38,14 @@ from qtune.serve.screen import ChatScreen, RequestTooLarge, read_body, replay
 from qtune.serve.server import (
     ADAPTER_PROMPTS_ENV,
     BASE_MODEL_ENV,
+    CRISIS_SCREEN_ENV,
     SCREENED_MODELS_ENV,
-    SCREENED_TASKS_ENV,
+    screens_adapter,
 )
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from qtune import adapter_format as fmt
+from qtune.assistants import adapter_system_prompt
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,10 @@ class ServeGuard:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.screened = set(_json_list(SCREENED_MODELS_ENV))
-        self.screened_tasks = set(_json_list(SCREENED_TASKS_ENV))
-        self.prompts = _json_object(ADAPTER_PROMPTS_ENV)
+        self.crisis_screen = os.environ.get(CRISIS_SCREEN_ENV, "assistants")
+        #: None: requests go as they come (`qtune serve --no-adapter-prompts`)
+        self.prompts = (None if os.environ.get(ADAPTER_PROMPTS_ENV, "").strip() == "null"
+                        else _json_object(ADAPTER_PROMPTS_ENV))
         self.health = HealthProbe(os.environ.get(BASE_MODEL_ENV))
         if self.screened:  # the encoder takes seconds to load: not on the first chat
             threading.Thread(target=_warm_up, name="qtune-screen-warm-up", daemon=True).start()
@@ -206,7 +209,7 @@ class ServeGuard:
         if not isinstance(request, dict):
             await self.app(scope, replay(body, receive), send)  # vLLM reports bad JSON
             return
-        if add_system_prompt(request, self.prompts.get(request.get("model"))):
+        if add_system_prompt(request, (self.prompts or {}).get(request.get("model"))):
             body = json.dumps(request).encode()
             scope = with_content_length(scope, len(body))
         if request.get("model") not in self.screened:
@@ -230,10 +233,10 @@ class ServeGuard:
         if problem:
             await _error(scope, receive, send, 400, f"adapter {name!r} refused: {problem}")
             return
-        task = fmt.adapter_task(folder, name)
-        if task in self.screened_tasks:
+        if await asyncio.to_thread(screens_adapter, self.crisis_screen, folder, name):
             self.screened.add(name)
-        if prompt := await asyncio.to_thread(fmt.adapter_system_prompt, folder, name):
+        if self.prompts is not None and (
+                prompt := await asyncio.to_thread(adapter_system_prompt, folder, name)):
             self.prompts[name] = prompt
         await self.app(scope, replay(body, receive), send)
 

@@ -41,10 +41,10 @@ from qtune.serve.adapters import (
 )
 from qtune.serve.process import kill_group, log_tail_of, port_in_use
 
-from qtune.adapter_format import adapter_system_prompt, adapter_task, snapshot_name
+from qtune.adapter_format import snapshot_name
+from qtune.assistants import adapter_assistant, adapter_system_prompt
 from qtune.config import DEFAULT_BASE_MODEL, DEFAULT_BASE_MODEL_HF_ID, settings
 from qtune.errors import QtuneError
-from qtune.vocab import CRISIS_SCREENED_TASKS, TASKS
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,11 @@ class ServeConfig:
     #: Seconds to wait for /health before giving up.
     startup_timeout: float = 600.0
     #: Which models' chats the endpoint screens for a crisis (qtune.serve.guard):
-    #: "assistants" (adapters of the tasks in CRISIS_SCREENED_TASKS), "all", or "off".
+    #: "assistants" (adapters whose assistant sets crisis_screen), "all", or "off".
     crisis_screen: str = "assistants"
+    #: A chat request to an adapter without a system message gets the system prompt the
+    #: adapter was trained with (qtune.serve.guard); False sends requests as they come.
+    adapter_prompts: bool = True
 
     def __post_init__(self) -> None:
         if self.crisis_screen not in CRISIS_SCREEN_CHOICES:
@@ -108,16 +111,26 @@ class ServeConfig:
                              f"not {self.crisis_screen!r}")
 
 
-#: What qtune.serve.guard reads in vLLM's process (guard_environment): screened models and
-#: tasks (JSON lists), and the base model's served name, which the health probe asks.
+#: What qtune.serve.guard reads in vLLM's process (guard_environment): the screened models
+#: (a JSON list), the crisis-screen setting (for adapters loaded at run time), and the base
+#: model's served name, which the health probe asks.
 SCREENED_MODELS_ENV = "QTUNE_SCREENED_MODELS"
-SCREENED_TASKS_ENV = "QTUNE_SCREENED_TASKS"
+CRISIS_SCREEN_ENV = "QTUNE_CRISIS_SCREEN"
 #: {served adapter: system prompt}: the guard gives a request without a system message the
-#: system prompt its adapter was trained with.
+#: system prompt its adapter was trained with; JSON null turns that off.
 ADAPTER_PROMPTS_ENV = "QTUNE_ADAPTER_PROMPTS"
 BASE_MODEL_ENV = "QTUNE_BASE_MODEL"
 #: The values of ServeConfig.crisis_screen (and `qtune serve --crisis-screen`).
 CRISIS_SCREEN_CHOICES = ("assistants", "all", "off")
+
+
+def screens_adapter(crisis_screen: str, folder: Path, name: str) -> bool:
+    """Whether the endpoint screens chats to this adapter under a crisis_screen setting:
+    "assistants" screens those whose assistant (recorded, else shipped) asks for it."""
+    if crisis_screen in ("off", "all"):
+        return crisis_screen == "all"
+    assistant = adapter_assistant(folder, name)
+    return bool(assistant and assistant.crisis_screen)
 
 
 #: Up to this many usable cores, the engine gets all of them (see threads_bind).
@@ -306,22 +319,21 @@ class VLLMServer:
 
     def screened_models(self) -> list[str]:
         """The served models whose chats the endpoint screens (ServeConfig.crisis_screen)."""
-        if self.config.crisis_screen == "off":
-            return []
         if self.config.crisis_screen == "all":
             return self.served_models
         return [adapter.name for adapter in self.adapters
-                if adapter_task(adapter.path, adapter.name) in CRISIS_SCREENED_TASKS]
+                if screens_adapter(self.config.crisis_screen, adapter.path, adapter.name)]
 
     def guard_environment(self) -> dict[str, str]:
         """What qtune.serve.guard reads in vLLM's process."""
-        tasks = {"off": [], "all": list(TASKS),
-                 "assistants": list(CRISIS_SCREENED_TASKS)}[self.config.crisis_screen]
-        prompts = {adapter.name: adapter_system_prompt(adapter.path, adapter.name)
-                   for adapter in self.adapters}
+        prompts = None
+        if self.config.adapter_prompts:
+            found = {adapter.name: adapter_system_prompt(adapter.path, adapter.name)
+                     for adapter in self.adapters}
+            prompts = {name: prompt for name, prompt in found.items() if prompt}
         return {SCREENED_MODELS_ENV: json.dumps(self.screened_models()),
-                SCREENED_TASKS_ENV: json.dumps(tasks), BASE_MODEL_ENV: self.base_name,
-                ADAPTER_PROMPTS_ENV: json.dumps({k: v for k, v in prompts.items() if v})}
+                CRISIS_SCREEN_ENV: self.config.crisis_screen, BASE_MODEL_ENV: self.base_name,
+                ADAPTER_PROMPTS_ENV: json.dumps(prompts)}
 
     # ----- life cycle ----------------------------------------------------------------
     def start(self, wait: bool = True, timeout: float | None = None) -> VLLMServer:

@@ -127,7 +127,7 @@ def test_an_own_assistant_trains_on_its_file_with_a_carved_held_out_slice(tmp_pa
     from qtune.finetune.config import TrainConfig
     from qtune.finetune.train import train
 
-    from qtune.adapter_format import adapter_system_prompt
+    from qtune.assistants import adapter_system_prompt
 
     path = _support_assistant(tmp_path, [ROW % i for i in range(12)])
     run = tmp_path / "run"
@@ -137,7 +137,8 @@ def test_an_own_assistant_trains_on_its_file_with_a_carved_held_out_slice(tmp_pa
         output=str(run))).validate()
     metrics = train(config)
     assert metrics["assistant"] == {"name": "support", "title": "Support desk",
-                                    "system_prompt": get_assistant(str(path)).system_prompt}
+                                    "system_prompt": get_assistant(str(path)).system_prompt,
+                                    "crisis_screen": False}
     held_out = metrics["held_out"]
     assert held_out["eval_split"] == "carved from train" and held_out["heldout_rows"] == 2
     again = TrainConfig.from_dict({**config.to_dict(), "output": str(tmp_path / "again")})

@@ -66,19 +66,20 @@ def test_check_names_every_bad_row_by_file_and_line(tmp_path, capsys):
     assert "2 good rows, 2 bad" in out and "not fit to train on" in out
     assert main(["data", "check", str(_jsonl(tmp_path / "ok.jsonl", [good])), "--no-tokens"]) == 0
     assert main(["data", "check", str(tmp_path / "missing.jsonl"), "--no-tokens"]) == 2
-    assert "is not a file" in capsys.readouterr().err
+    assert "missing.jsonl does not exist" in capsys.readouterr().err
 
 
 def test_check_counts_tokens_as_the_trainer_renders_them(tmp_path, embedded_model, capsys):
-    from qtune.data.check import check_file
+    from qtune.data.check import check_source
     from qtune.data.prompts import render_chat
+    from qtune.data.sources import ChatSource
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model)
     short = {"messages": [{"role": "user", "content": "Hi"}, ANSWER]}
     long = {"instruction": "Repeat.", "output": "word " * 300}
     path = _jsonl(tmp_path / "chats.jsonl", [short, short, long])
-    report = check_file(path, tokenizer=tokenizer, seq_len=64)
+    report = check_source(ChatSource(str(path)), tokenizer=tokenizer, seq_len=64)
     rendered = render_chat(tokenizer, to_messages(long), add_generation_prompt=False)
     long_tokens = len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
     assert report.lengths[2] == long_tokens > 300

@@ -98,7 +98,7 @@ def test_a_system_prompt_is_added_only_where_the_request_has_none(tmp_path):
     from qtune.data.prompts import SYSTEM_PROMPTS
     from qtune.serve.guard import add_system_prompt, with_content_length
 
-    from qtune.adapter_format import adapter_system_prompt
+    from qtune.assistants import adapter_system_prompt
 
     (tmp_path / "training_config.json").write_text(json.dumps({"task": "cpsycound"}))
     assert adapter_system_prompt(tmp_path) == SYSTEM_PROMPTS["counselling"]

@@ -21,18 +21,16 @@ import logging
 import threading
 
 import gradio as gr
-from qtune.data.prompts import SYSTEM_PROMPTS
 from qtune.ui.chat import ChatHandlers, chat_tab
 from qtune.ui.compare import VOTE_BUTTONS, CompareHandlers, compare_tab
 from qtune.ui.history import HistoryHandlers, history_tab
 from qtune.ui.leaderboard import LeaderboardHandlers, leaderboard_tab
 from qtune.ui.login import ClientAddress, login_function, single_account, trust_proxies
-from qtune.ui.safety import COUNSELLING_NOTICE, NOTICE_ASSISTANTS, warm_up
+from qtune.ui.safety import COUNSELLING_NOTICE, warm_up
 from qtune.ui.state import DEFAULT_TEMPERATURE, LOCAL_OWNER, RECOVERY_POLL_S
 from starlette.middleware import Middleware
 
 from qtune.config import settings
-from qtune.vocab import ASSISTANTS
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +42,18 @@ class QtuneUI(ChatHandlers, CompareHandlers, LeaderboardHandlers, HistoryHandler
 
 def build_app(ui: QtuneUI, default_assistant: str | None = None) -> gr.Blocks:
     """The Gradio Blocks of the whole UI."""
-    assistant_value = default_assistant or ASSISTANTS[0]
+    ui.learn_assistants()  # an assistant of your own, recorded by a served adapter
+    assistant_value = default_assistant or next(iter(ui.assistants))
     with gr.Blocks(title="qtune", analytics_enabled=False) as demo:
         gr.Markdown("## qtune · quantum-tuned assistants\nChat with the served models, compare "
                     "two side by side and vote; the leaderboard ranks them.")
         with gr.Row(equal_height=True):
-            assistant = gr.Dropdown(list(ASSISTANTS), value=assistant_value, label="Assistant",
+            assistant = gr.Dropdown(ui.assistant_choices(), value=assistant_value,
+                                    label="Assistant",
                                     scale=1, elem_id="assistant")
             status = gr.Markdown("Connecting…", elem_id="status")
             refresh = gr.Button("Refresh models", scale=0, elem_id="refresh")
-        with gr.Group(visible=assistant_value in NOTICE_ASSISTANTS,
+        with gr.Group(visible=ui.crisis_screened(assistant_value),
                       elem_id="counselling-notice") as notice:
             gr.Markdown(COUNSELLING_NOTICE)
             notice_dismiss = gr.Button("I understand", size="sm", elem_id="notice-dismiss")
@@ -62,7 +62,7 @@ def build_app(ui: QtuneUI, default_assistant: str | None = None) -> gr.Blocks:
         browser_id = gr.BrowserState("", storage_key="qtune-browser")
         owner = gr.State(LOCAL_OWNER)
         with gr.Accordion("Generation settings", open=False):
-            system_prompt = gr.Textbox(SYSTEM_PROMPTS.get(assistant_value, ""), lines=4,
+            system_prompt = gr.Textbox(ui.system_prompt_of(assistant_value), lines=4,
                                        label="System prompt (editable; changes apply to the "
                                              "next answer)")
             with gr.Row():
@@ -81,16 +81,16 @@ def build_app(ui: QtuneUI, default_assistant: str | None = None) -> gr.Blocks:
                 history_parts = history_tab()
         _wire(ui, demo, locals())
         _wire_history(ui, demo, locals())
-        _wire_notice(locals())
+        _wire_notice(ui, locals())
     return demo
 
 
-def _wire_notice(parts: dict) -> None:
+def _wire_notice(ui: QtuneUI, parts: dict) -> None:
     """The counselling notice: shown on first use of that assistant until dismissed."""
     notice, seen = parts["notice"], parts["notice_seen"]
     parts["assistant"].change(
         lambda assistant, dismissed: gr.update(
-            visible=assistant in NOTICE_ASSISTANTS and not dismissed),
+            visible=ui.crisis_screened(assistant) and not dismissed),
         [parts["assistant"], seen], notice)
     parts["notice_dismiss"].click(lambda: (gr.update(visible=False), True), None,
                                   [notice, seen])
@@ -116,10 +116,12 @@ def _wire(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
     board_outputs = [board["table"], board["plot"], board["heatmap"], board["summary"]]
 
     owner = parts["owner"]
-    demo.load(ui.refresh, refresh_inputs, model_outputs)
+    demo.load(ui.refresh, refresh_inputs, model_outputs).then(
+        ui.assistant_list, assistant, assistant)
     gr.Timer(RECOVERY_POLL_S).tick(ui.recover, [status, *refresh_inputs], model_outputs,
                                    show_progress="hidden", queue=False)
-    parts["refresh"].click(ui.refresh, refresh_inputs, model_outputs)
+    parts["refresh"].click(ui.refresh, refresh_inputs, model_outputs).then(
+        ui.assistant_list, assistant, assistant)
     # .input: only a person's choice clears the chats (History sets the value to reopen one)
     assistant.input(
         ui.change_assistant, assistant,
@@ -203,7 +205,7 @@ def _wire_history(ui: QtuneUI, demo: gr.Blocks, parts: dict) -> None:
         [chat["chatbot"], chat["session"], parts["assistant"], parts["tabs"],
          history["status"]],
     ).success(
-        lambda assistant: SYSTEM_PROMPTS.get(assistant, ""), parts["assistant"],
+        ui.system_prompt_of, parts["assistant"],
         parts["system_prompt"],
     ).then(ui.refresh, *_model_lists(parts))
     history["new"].click(ui.clear_chat, None, [chat["chatbot"], chat["session"], chat["safety"],

@@ -20,14 +20,7 @@ from qtune.safety.detector import (  # noqa: F401  (the UI's and other code's en
 )
 from qtune.safety.responses import CRISIS_RESOURCES, SAFE_ANSWER  # noqa: F401
 
-from qtune.assistants import shipped_assistants
-
-#: The assistants whose files ask for the crisis screen: they show COUNSELLING_NOTICE on
-#: first use, and their messages also go through the classifier (patterns run for all).
-NOTICE_ASSISTANTS = CLASSIFIER_ASSISTANTS = tuple(
-    name for name, assistant in shipped_assistants().items() if assistant.crisis_screen)
-
-#: Shown on the counselling assistant until the person dismisses it.
+#: Shown on a crisis-screened assistant (counselling) until the person dismisses it.
 COUNSELLING_NOTICE = """\
 **Before you start:** this counselling assistant is an *experimental* 135M-parameter model
 fine-tuned for research. It is **not a therapist** and **not for emergencies**: it can be

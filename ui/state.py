@@ -3,24 +3,21 @@ the endpoint, the feedback store, the model lists and the input checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
-from qtune.data.prompts import SYSTEM_PROMPTS
 from qtune.feedback.accounts import Accounts
 from qtune.feedback.store import FeedbackStore, FeedbackWriteError, Vote
 from qtune.ui.cards import model_card
 from qtune.ui.endpoint import Endpoint, EndpointError, ServedModel, default_pair, parse_model
 from qtune.ui.limits import RateLimiter, client_of
-from qtune.ui.safety import (
-    CLASSIFIER_ASSISTANTS,
-    SAFE_ANSWER,
-    check_conversation,
-    is_unsafe_answer,
-)
+from qtune.ui.safety import SAFE_ANSWER, check_conversation, is_unsafe_answer
 
+from qtune.assistants import RecordedAssistant, adapter_assistant, shipped_assistants
 from qtune.config import settings
 
 log = logging.getLogger(__name__)
@@ -126,6 +123,12 @@ class UIState:
         self.login_required = False
         self.admin_names: set[str] = set()
         self.accounts = Accounts(self.store)
+        #: the assistants the Assistant list offers: the shipped ones, then every assistant
+        #: a served adapter records (learnt from /v1/models), by name
+        self.assistants: dict[str, RecordedAssistant] = {
+            name: RecordedAssistant.of(a) for name, a in shipped_assistants().items()}
+        #: served folder ("root") -> the assistant its files record (roots are versioned)
+        self._recorded: dict[str, RecordedAssistant | None] = {}
 
     @staticmethod
     def rate_refusal(limiter: RateLimiter, request: gr.Request | None, what: str) -> str | None:
@@ -184,8 +187,50 @@ class UIState:
             models = self.endpoint.models()
         except EndpointError as error:
             return None, f"{DOWN} {error}"
+        models = [self._with_assistant(m) for m in models]
         self.served.update({m.name: m for m in models})
         return models, self.connected_text(models)
+
+    def _with_assistant(self, model: ServedModel) -> ServedModel:
+        """The model as the assistant its files record (an adapter's name may not tell);
+        a new assistant joins the list. Without its files (a remote endpoint) the name
+        decides, as before."""
+        if model.assistant is None or not model.root:
+            return model
+        if model.root not in self._recorded:
+            self._recorded[model.root] = adapter_assistant(Path(model.root), model.name)
+        recorded = self._recorded[model.root]
+        if recorded is None:
+            return model
+        self.assistants.setdefault(recorded.name, recorded)
+        return dataclasses.replace(model, assistant=recorded.name)
+
+    # --- assistants ----------------------------------------------------------------------
+
+    def learn_assistants(self) -> None:
+        """Read the endpoint's models once so that their assistants are known (quietly:
+        the status line reports a down endpoint)."""
+        self._models()
+
+    def assistant_choices(self) -> list[tuple[str, str]]:
+        """(shown text, name) of every known assistant, shipped ones first."""
+        return [(f"{a.title} · {name}", name) for name, a in self.assistants.items()]
+
+    def assistant_list(self, assistant: str):
+        """The Assistant dropdown refreshed with the assistants learnt since."""
+        names = list(self.assistants)
+        return gr.update(choices=self.assistant_choices(),
+                         value=assistant if assistant in names else names[0])
+
+    def system_prompt_of(self, assistant: str) -> str:
+        known = self.assistants.get(assistant)
+        return known.system_prompt if known else ""
+
+    def crisis_screened(self, assistant: str) -> bool:
+        """Whether the assistant's file (or its adapters' record) asks for the crisis
+        screen: its notice shows and its messages also go through the classifier."""
+        known = self.assistants.get(assistant)
+        return bool(known and known.crisis_screen)
 
     def refresh(self, assistant: str, chat_model: str, model_a: str, model_b: str):
         """Re-read /v1/models; keep the user's choices when they are still served."""
@@ -223,7 +268,7 @@ class UIState:
     def change_assistant(self, assistant: str):
         """A new assistant: its system prompt, its models, and fresh conversations."""
         chat, model_a, model_b, status = self.refresh(assistant, "", "", "")
-        return (SYSTEM_PROMPTS.get(assistant, ""), chat, model_a, model_b, status,
+        return (self.system_prompt_of(assistant), chat, model_a, model_b, status,
                 *self.clear_chat(), *self.clear_compare())
 
     def label(self, name: str) -> str:
@@ -259,9 +304,9 @@ class UIState:
                       new_message_id: int | None = None):
         """Show the crisis resources when the conversation so far signals a crisis; when a
         new message made it fire, store that event as a flag on it (not its text). The
-        classifier runs for the counselling assistant only: its false-alarm rate (docs/ui.md)
+        classifier runs for crisis-screened assistants only: its false-alarm rate (docs/ui.md)
         would show the resources beside ordinary math questions; patterns run everywhere."""
-        verdict = check_conversation(session_texts, classifier=assistant in CLASSIFIER_ASSISTANTS)
+        verdict = check_conversation(session_texts, classifier=self.crisis_screened(assistant))
         if verdict.crisis and new_message_id is not None:
             self.record_safety(new_message_id, f"crisis: {verdict.layer}")
         return gr.update(visible=verdict.crisis)
