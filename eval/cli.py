@@ -74,6 +74,13 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
         "--task", choices=TASK_CHOICES, default="all", help="what to evaluate (default: all)"
     )
     parser.add_argument(
+        "--assistant",
+        metavar="NAME|FILE",
+        help="instead of --task: your own assistant (its .toml file): its served adapters and "
+        "the base model on its held-out rows, by the evaluation kinds its file names "
+        "(exact_match, final_number; held-out loss from each adapter's metrics)",
+    )
+    parser.add_argument(
         "--model",
         action="append",
         dest="models",
@@ -86,7 +93,8 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
         "else the first --model)",
     )
     parser.add_argument(
-        "--limit", type=int, help="evaluate only the first N GSM8K test problems (default: 1319)"
+        "--limit", type=int, help="evaluate only the first N GSM8K test problems (default: 1319) "
+        "or held-out rows of --assistant (default: all)"
     )
     parser.add_argument(
         "--max-tokens",
@@ -176,12 +184,37 @@ def _options(args: argparse.Namespace, tasks: tuple[str, ...]):  # -> EvalOption
     )
 
 
+def _eval_own(args: argparse.Namespace) -> int:
+    """`qtune eval --assistant`: see qtune.eval.own."""
+    from qtune.eval import evaluate, own
+
+    from qtune.assistants import get_assistant
+    from qtune.config import settings
+
+    assistant = get_assistant(args.assistant)
+    items = own.heldout_items(args.assistant, args.limit)
+    api_key = args.api_key or settings().api_key
+    with evaluate.served_endpoint(args.api_base, api_key, args.adapters_dir) as (api_base, key, _):
+        client = evaluate.make_client(api_base, key)
+        results = own.evaluate_own(client, assistant, items, args.max_tokens,
+                                   max(1, args.concurrency), not args.no_cache)
+    print(own.format_own(assistant, results, len(items)))
+    if args.json:
+        payload = [{"model": r.model, "heldout_loss": r.heldout_loss,
+                    "scores": {k: vars(e) for k, e in r.scores.items()}} for r in results]
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from qtune.eval import evaluate
 
     from qtune.config import DEFAULT_BASE_MODEL, settings
     from qtune.errors import QtuneError
 
+    if args.assistant:
+        return _eval_own(args)
     tasks = ASSISTANTS if args.task == "all" else (args.task,)
     options = _options(args, tasks)
     needs_endpoint = "math" in tasks or options.generate

@@ -40,7 +40,7 @@ def make_client(api_base: str, api_key: str | None) -> Any:
     )
 
 
-def _chat(client: Any, model: str, item: EvalItem, max_tokens: int) -> tuple[str, int, str]:
+def chat_reply(client: Any, model: str, item: EvalItem, max_tokens: int) -> tuple[str, int, str]:
     response = client.chat.completions.create(
         model=model,
         messages=list(item.messages),
@@ -68,7 +68,7 @@ def math_record(item: EvalItem, output: str) -> Record:
 
 def math_caller(client: Any, model: str, max_tokens: int) -> Callable[[EvalItem], Record]:
     def evaluate_one(item: EvalItem) -> Record:
-        output, tokens, finish = _chat(client, model, item, max_tokens)
+        output, tokens, finish = chat_reply(client, model, item, max_tokens)
         return {**math_record(item, output), "completion_tokens": tokens, "finish_reason": finish}
 
     return evaluate_one
@@ -92,7 +92,7 @@ def generation_record(item: EvalItem, output: str) -> Record:
 
 def generation_caller(client: Any, model: str, max_tokens: int) -> Callable[[EvalItem], Record]:
     def evaluate_one(item: EvalItem) -> Record:
-        output, tokens, finish = _chat(client, model, item, max_tokens)
+        output, tokens, finish = chat_reply(client, model, item, max_tokens)
         return {
             **generation_record(item, output),
             "completion_tokens": tokens,
