@@ -11,7 +11,6 @@ for JSONL, ``path[split]:row`` for the others).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from qtune.data.formats import FORMATS, RowProblem, to_messages
 
+from qtune.assistants import HUB_ID, MAPPABLE_KEYS
 from qtune.errors import QtuneError
 
 #: Files read as JSON lines (one row per line); other files and folders go to `datasets`.
@@ -27,9 +27,6 @@ JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow", ".tsv": "csv"}
 #: The split a source is read from when none is named.
 DEFAULT_SPLIT = "train"
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-#: What a column mapping may name: the keys to_messages reads.
-MAPPABLE_KEYS = ("messages", "conversations", "system", "instruction", "input", "output")
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 def _dataset_rows(source: ChatSource) -> Iterator[tuple[int, Any]]:
     for number, row in enumerate(load_dataset_split(source), start=1):
-        yield number, _plain(row)
+        # A CSV's "5" is read as the number 5: a table's numbers are the author's text.
+        yield number, {k: str(v) if isinstance(v, int | float) and not isinstance(v, bool)
+                       else v for k, v in _plain(row).items()}
 
 
 def _plain(value: Any) -> Any:

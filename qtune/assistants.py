@@ -9,6 +9,7 @@ uses are read from them here.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,6 +22,10 @@ from qtune.errors import QtuneError
 
 #: Where the shipped assistants are defined.
 ASSISTANTS_DIR = PROJECT_ROOT / "assistants"
+#: What a column mapping may name: the keys of a row that qtune.data.formats reads.
+MAPPABLE_KEYS = ("messages", "conversations", "system", "instruction", "input", "output")
+#: A Hugging Face Hub data set id (owner/name), as `train` and `validation` may name one.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 #: What an assistant can be evaluated on (held-out loss always).
 EVALUATIONS = ("heldout_loss", "final_number", "next_token_error", "exact_match")
 
@@ -89,8 +94,6 @@ class AssistantConfig:
         if not isinstance(self.crisis_screen, bool):
             raise QtuneError(f"{where}: crisis_screen must be true or false")
         # The format is checked where the data is read (qtune.data.formats lists them).
-        from qtune.data.sources import MAPPABLE_KEYS
-
         bad_keys = sorted(set(self.columns) - set(MAPPABLE_KEYS))
         if bad_keys:
             raise QtuneError(f"{where}: columns maps unknown key(s) {', '.join(bad_keys)}; "
@@ -121,8 +124,6 @@ def read_assistant(path: Path) -> AssistantConfig:
 def _data_location(folder: Path, value: str) -> str:
     """A path relative to the assistant file, or a Hub id (owner/name) kept as written
     when no such path exists."""
-    from qtune.data.sources import HUB_ID
-
     local = (folder / value).expanduser().resolve()
     if not local.exists() and HUB_ID.fullmatch(value):
         return value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from qtune import assistants
@@ -160,3 +162,35 @@ def test_an_unknown_chat_format_is_refused_before_training(tmp_path):
     path.write_text(path.read_text().replace('format = "alpaca"', 'format = "csv"'))
     with pytest.raises(QtuneError, match="unknown chat format 'csv'"):
         TrainConfig(assistant=str(path)).validate()
+
+
+#: sha256 (first 16 hex) of [input_ids, labels] of the first rows of each shipped data set,
+#: seq_len 256, computed with the loaders of commit 762ef93, before assistants were files.
+TOKEN_DIGESTS = {
+    "math/train/0": "8172aeac91a58518", "math/train/1": "5df03ca3e766eca5",
+    "math/train/2": "1afa3163cac766df", "math/dev/0": "79eaa163b7ea955e",
+    "math/dev/1": "64b3f3e74d3db799", "math/dev/2": "2cbfdf7d9735a630",
+    "counselling/train/0": "339cb0f5241a003d", "counselling/train/1": "b8776184b2d149bd",
+    "counselling/train/2": "871bd6f489c18790", "counselling/validation/0": "b8776184b2d149bd",
+    "counselling/validation/1": "858abff8f1c81c74",
+    "counselling/validation/2": "dcf0df135906fc50",
+    "cpsycound/train/0": "be6aaa90ed30c599", "cpsycound/train/1": "5e1eee5174039447",
+    "cpsycound/train/2": "e63b9afc401fc5cc",
+}
+
+
+def test_the_shipped_assistants_train_on_the_same_tokens_and_labels(embedded_model, data_dir):
+    import hashlib
+
+    from qtune.finetune.batches import load_records, tokenize_record
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model)
+    found = {}
+    for key in TOKEN_DIGESTS:
+        task, split, index = key.split("/")
+        record = load_records(task, split)[int(index)]
+        tokens = tokenize_record(tokenizer, task, record, 256)
+        payload = json.dumps([list(tokens["input_ids"]), list(tokens["labels"])]).encode()
+        found[key] = hashlib.sha256(payload).hexdigest()[:16]
+    assert found == TOKEN_DIGESTS
