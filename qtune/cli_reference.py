@@ -115,19 +115,29 @@ def assistant_settings_table() -> str:
     docs = field_docs(AssistantConfig)
     lines = ["| key | default | what it sets |", "|---|---|---|"]
     for field in dataclasses.fields(AssistantConfig):
-        default = ("required" if field.default is dataclasses.MISSING
-                   else f"`{_cell(shown(field.default))}`")
+        if field.default is not dataclasses.MISSING:
+            default = f"`{_cell(shown(field.default))}`"
+        elif field.default_factory is not dataclasses.MISSING:
+            default = f"`{_cell(shown(field.default_factory()))}`"
+        else:
+            default = "required"
         lines.append(f"| `{field.name}` | {default} | {_cell(docs[field.name])} |")
     return "\n".join(lines)
 
 
-#: The tables of docs/configuration.md written here, by their markers' names.
-TABLES = {"training-settings": training_settings_table,
-          "assistant-settings": assistant_settings_table}
+ASSISTANTS_DOC = REPO / "docs" / "assistants.md"
+#: The tables written here: the file each lives in, by its markers' names.
+TABLES = {"training-settings": (CONFIGURATION, training_settings_table),
+          "assistant-settings": (ASSISTANTS_DOC, assistant_settings_table)}
+#: The files holding generated tables (each is checked for staleness by the tests).
+TABLE_DOCS = (CONFIGURATION, ASSISTANTS_DOC)
 
 
-def with_tables(text: str) -> str:
-    for name, table in TABLES.items():
+def with_tables(text: str, doc: Path = CONFIGURATION) -> str:
+    """``text`` of ``doc`` with its generated tables written afresh."""
+    for name, (home, table) in TABLES.items():
+        if home != doc:
+            continue
         start, end = _marks(name)
         head, rest = text.split(start, 1)
         tail = rest.split(end, 1)[1]
@@ -140,6 +150,7 @@ if __name__ == "__main__":
 
     if sys.argv[1:] == ["--update"]:
         (REPO / "docs" / "cli.md").write_text(render())
-        CONFIGURATION.write_text(with_tables(CONFIGURATION.read_text()))
+        for doc in TABLE_DOCS:
+            doc.write_text(with_tables(doc.read_text(), doc))
     else:
         print(render(), end="")

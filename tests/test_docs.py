@@ -203,11 +203,11 @@ def test_every_option_explains_itself():
 def test_every_training_setting_has_a_flag_and_a_documented_row():
     from qtune.finetune.flags import flag_name, setting_sections
 
-    from qtune.cli_reference import CONFIGURATION, with_tables
+    from qtune.cli_reference import TABLE_DOCS, with_tables
 
-    text = CONFIGURATION.read_text()
-    assert text == with_tables(text), (
-        "docs/configuration.md's training settings are stale: run `make docs`")
+    for doc in TABLE_DOCS:
+        text = doc.read_text()
+        assert text == with_tables(text, doc), f"{doc.name}'s tables are stale: run `make docs`"
     flags, keys = options_of("finetune"), []
     for _, config_class, names, _, docs in setting_sections():
         for name in names:
@@ -218,6 +218,16 @@ def test_every_training_setting_has_a_flag_and_a_documented_row():
 
     assert set(TrainConfig(method="lora").to_dict()) <= set(keys)
     assert {"n_qubits", "d_initial"} <= set(keys)  # QWTH's and VeRA's own settings
+
+
+def test_every_key_of_an_assistant_file_is_documented():
+    import dataclasses
+
+    from qtune.assistants import AssistantConfig
+
+    text = (REPO / "docs" / "assistants.md").read_text()
+    for field in dataclasses.fields(AssistantConfig):
+        assert f"| `{field.name}` |" in text, field.name
 
 
 def test_every_exported_file_is_documented():
