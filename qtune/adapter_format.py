@@ -202,6 +202,15 @@ def adapter_task(folder: Path, name: str = "") -> str | None:
     return task if isinstance(task, str) else (name.rpartition("-")[0] or None)
 
 
+def adapter_method(folder: Path) -> str | None:
+    """The adapter method a run folder was trained with (its training_config.json)."""
+    try:
+        method = read_json(Path(folder) / TRAINING_CONFIG_FILE).get("method")
+    except (OSError, ValueError, AttributeError, QtuneError):
+        return None
+    return method if isinstance(method, str) else None
+
+
 def safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
     """(tensor name -> its header entry, offset of the data section) of a safetensors file."""
     with path.open("rb") as handle:

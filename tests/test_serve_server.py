@@ -450,3 +450,38 @@ def test_failed_start_raises_with_the_log_tail(tmp_path: Path) -> None:
                          extra_args=["--no-such-vllm-flag"], startup_timeout=300)
     with pytest.raises(QtuneError, match=r"(?s)vLLM exited with status .*no-such-vllm-flag"):
         VLLMServer(config).start()
+
+
+def test_the_recorded_assistant_decides_screening_and_the_system_prompt(
+        tmp_path: Path, small_model: Path, monkeypatch) -> None:
+    """An adapter of one's own is screened when its recorded assistant asks for it, and its
+    recorded system prompt reaches the guard unless --no-adapter-prompts."""
+    import json
+
+    from qtune.serve.cli import config_from_args
+    from qtune.serve.guard import ServeGuard
+    from qtune.serve.server import ADAPTER_PROMPTS_ENV, SCREENED_MODELS_ENV, screens_adapter
+
+    from qtune.cli import build_parser
+
+    helpline = write_fake_adapter(tmp_path / "ads" / "helpline-lora", SMALL_LLAMA)
+    (helpline / "metrics.json").write_text(json.dumps({"assistant": {
+        "name": "helpline", "title": "Helpline", "system_prompt": "Listen first.",
+        "crisis_screen": True}}))
+    write_fake_adapter(tmp_path / "ads" / "notes-lora", SMALL_LLAMA)
+    server = VLLMServer(ServeConfig(model=str(small_model), adapters_dir=tmp_path / "ads"))
+    assert server.screened_models() == ["helpline-lora"]
+    env = server.guard_environment()
+    assert json.loads(env[ADAPTER_PROMPTS_ENV]) == {"helpline-lora": "Listen first."}
+    assert screens_adapter("off", helpline, "helpline-lora") is False
+    assert screens_adapter("all", tmp_path / "ads" / "notes-lora", "notes-lora") is True
+    args = build_parser().parse_args(["serve", "--model", str(small_model), "--adapters",
+                                      str(tmp_path / "ads"), "--no-adapter-prompts"])
+    quiet = VLLMServer(config_from_args(args))
+    assert json.loads(quiet.guard_environment()[ADAPTER_PROMPTS_ENV]) is None
+    for variables, prompts in ((env, {"helpline-lora": "Listen first."}),
+                               (quiet.guard_environment(), None)):
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv(SCREENED_MODELS_ENV, "[]")  # no classifier warm-up here
+        assert ServeGuard(app=None).prompts == prompts

@@ -422,3 +422,29 @@ def test_ratings_and_flags_wait_for_the_finished_answer(tmp_path):
         ui.chat_flag(session, "wrong")
     with pytest.raises(gr.Error, match="Choose why"):
         ui.chat_flag(session, "a reason no button offers")
+
+
+def test_the_ui_learns_assistants_from_the_served_adapters(tmp_path):
+    """An adapter's recorded assistant joins the Assistant list with its title, system
+    prompt and crisis screen, whatever the adapter's name; its adapters pair in Compare."""
+    import json
+
+    ui = QtuneUI(api_base="http://127.0.0.1:9/v1", store=FeedbackStore(tmp_path / "fb.db"))
+    assert [name for _, name in ui.assistant_choices()] == ["math", "counselling"]
+    assert ui.crisis_screened("counselling") and not ui.crisis_screened("math")
+    record = {"name": "helpline", "title": "Helpline", "system_prompt": "Listen first.",
+              "crisis_screen": True}
+    for name, method in (("quantum-one", "qwth"), ("classic-one", "lora")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"assistant": record}))
+        (tmp_path / name / "training_config.json").write_text(json.dumps({"method": method}))
+    served = [ui._with_assistant(parse_model("quantum-one", "base", str(tmp_path / "quantum-one"))),
+              ui._with_assistant(parse_model("classic-one", "base", str(tmp_path / "classic-one"))),
+              ui._with_assistant(parse_model("math-lora", "base", "/not/here")),
+              parse_model("smollm2-135m-instruct")]
+    assert [m.assistant for m in served] == ["helpline", "helpline", "math", None]
+    assert ui.assistant_choices()[-1] == ("Helpline · helpline", "helpline")
+    assert ui.system_prompt_of("helpline") == "Listen first." and ui.crisis_screened("helpline")
+    assert default_pair(served, "helpline") == ("quantum-one", "classic-one")  # QWTH vs LoRA
+    assert served[0].label == "quantum-tuned (QWTH)"
+    assert ui.assistant_list("gone")["value"] == "math"

@@ -17,6 +17,7 @@ from qtune.ui.endpoint import Endpoint, EndpointError, ServedModel, default_pair
 from qtune.ui.limits import RateLimiter, client_of
 from qtune.ui.safety import SAFE_ANSWER, check_conversation, is_unsafe_answer
 
+from qtune.adapter_format import adapter_method
 from qtune.assistants import RecordedAssistant, adapter_assistant, shipped_assistants
 from qtune.config import settings
 
@@ -127,8 +128,9 @@ class UIState:
         #: a served adapter records (learnt from /v1/models), by name
         self.assistants: dict[str, RecordedAssistant] = {
             name: RecordedAssistant.of(a) for name, a in shipped_assistants().items()}
-        #: served folder ("root") -> the assistant its files record (roots are versioned)
-        self._recorded: dict[str, RecordedAssistant | None] = {}
+        #: served folder ("root") -> the assistant and method its files record (roots are
+        #: versioned: a folder's record never changes)
+        self._recorded: dict[str, tuple[RecordedAssistant | None, str | None]] = {}
 
     @staticmethod
     def rate_refusal(limiter: RateLimiter, request: gr.Request | None, what: str) -> str | None:
@@ -198,12 +200,13 @@ class UIState:
         if model.assistant is None or not model.root:
             return model
         if model.root not in self._recorded:
-            self._recorded[model.root] = adapter_assistant(Path(model.root), model.name)
-        recorded = self._recorded[model.root]
+            self._recorded[model.root] = (adapter_assistant(Path(model.root), model.name),
+                                          adapter_method(Path(model.root)))
+        recorded, method = self._recorded[model.root]
         if recorded is None:
             return model
         self.assistants.setdefault(recorded.name, recorded)
-        return dataclasses.replace(model, assistant=recorded.name)
+        return dataclasses.replace(model, assistant=recorded.name, method=method or model.method)
 
     # --- assistants ----------------------------------------------------------------------
 
