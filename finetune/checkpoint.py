@@ -8,6 +8,7 @@ holding an array, is stored as a tensor and plain numbers for that reason."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
@@ -33,6 +34,8 @@ class RunState:
     elapsed: float = 0.0
     tokens: int = 0
     label_tokens: int = 0
+    #: what the objective keeps between steps (preference tuning: the reference's log-probs)
+    extra: dict = field(default_factory=dict)
 
 
 def rng_state() -> dict:
@@ -139,8 +142,11 @@ def _restore_parameters(path: Path, saved: dict, model) -> None:
 
 def load_checkpoint(path: Path, config: TrainConfig, model, optimizer, scheduler) -> RunState:
     saved = read_checkpoint(path)
+    # A setting added after the checkpoint was written had its default then.
+    defaults = {f.name: f.default for f in dataclasses.fields(type(config))}
+    before = _comparable(saved["config"])
     mismatched = {k for k, v in _comparable(config.to_dict()).items()
-                  if _comparable(saved["config"]).get(k) != v}
+                  if before.get(k, defaults.get(k)) != v}
     if mismatched:
         raise QtuneError(
             f"the checkpoint in {path.parent} was made with different settings "
@@ -159,5 +165,9 @@ def load_checkpoint(path: Path, config: TrainConfig, model, optimizer, scheduler
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
         raise QtuneError(f"{path}: field 'rng' is not a random-number state ({error}); "
                          f"{_REMEDY}") from error
+    extra = saved.get("extra", {})
+    if not isinstance(extra, dict):
+        raise QtuneError(f"{path}: field 'extra' is a {type(extra).__name__}, not dict; "
+                         f"{_REMEDY}")
     return RunState(step=saved["step"], history=saved["history"], elapsed=saved["elapsed"],
-                    tokens=saved["tokens"], label_tokens=saved["label_tokens"])
+                    tokens=saved["tokens"], label_tokens=saved["label_tokens"], extra=extra)

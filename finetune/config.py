@@ -24,6 +24,8 @@ from qtune.errors import QtuneError
 from qtune.vocab import CHAT_TASK, EVAL_SPLITS, TASKS
 
 MIXED_PRECISION = ("auto", "bf16", "no")
+#: What a run learns from (qtune.finetune.preference_data reads the preference data).
+OBJECTIVES = ("sft", "dpo", "kto")
 EVAL_POOLS = ("best", "all")
 #: Fields that may change between a run and its resumption without changing its result.
 RESUME_FREE_FIELDS = {"output", "resume", "overwrite", "eval_every", "eval_at_start", "save_every",
@@ -92,10 +94,18 @@ class TrainConfig:
     """auto (bf16 where the hardware runs it natively, else fp32), bf16 or no (fp32)."""
     keep_checkpoint: bool = False
     """Keep checkpoint/ after a successful run."""
+    objective: str = "sft"
+    """sft (next-token loss on the answers), dpo (preference pairs) or kto (answers rated good or bad)."""
+    preferences: str | None = None
+    """dpo/kto: the preference data: counselchat (upvoted over less upvoted answers), math (the reference over the base model's wrong answer: `qtune data pairs math`), a `qtune feedback export` folder, or a JSONL file."""
+    beta: float = 0.1
+    """dpo/kto: how far from the reference model the policy may move (TRL's beta)."""
+    start_from: str | None = None
+    """An adapter folder to start from, and the reference of dpo/kto (unset: a fresh adapter; the base model is then the reference); its adapter settings are taken."""
     adapter: AdapterConfig | None = None
     """The method's own settings (unset: its defaults)."""
 
-    FLAG_NAMES: ClassVar[dict[str, str]] = {"base_model": "--model"}
+    FLAG_NAMES: ClassVar[dict[str, str]] = {"base_model": "--model", "start_from": "--from"}
 
     def __post_init__(self) -> None:
         if self.task is None:
@@ -173,8 +183,11 @@ class TrainConfig:
         if self.task == CHAT_TASK:  # an assistant's own data: the folder takes its name
             from qtune.assistants import get_assistant
 
-            return settings().runs_dir / f"{get_assistant(self.assistant).name}-{self.method}"
-        return settings().runs_dir / f"{self.task}-{self.method}"
+            name = f"{get_assistant(self.assistant).name}-{self.method}"
+        else:
+            name = f"{self.task}-{self.method}"
+        suffix = "" if self.objective == "sft" else f"-{self.objective}"
+        return settings().runs_dir / f"{name}{suffix}"
 
     @property
     def eval_split(self) -> str:
@@ -184,7 +197,8 @@ class TrainConfig:
         """Raise QtuneError naming the first bad setting (adapter and device included);
         cheap enough to run before any model or data loads. Returns self."""
         choices = {"task": (*TASKS, CHAT_TASK), "method": method_names(),
-                   "mixed_precision": MIXED_PRECISION, "eval_pool": EVAL_POOLS}
+                   "mixed_precision": MIXED_PRECISION, "eval_pool": EVAL_POOLS,
+                   "objective": OBJECTIVES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise QtuneError(
@@ -205,9 +219,47 @@ class TrainConfig:
             raise QtuneError("--resume and --overwrite contradict each other: choose one")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise QtuneError("max_train_examples must be a positive integer (or unset)")
+        self._adopt_start_adapter()
         get_method(self.method).validate(self.adapter)
         self._validate_assistant()
+        self._validate_preferences()
         return self
+
+    def _adopt_start_adapter(self) -> None:
+        """--from: the run continues that adapter, so it takes its method's settings."""
+        if not self.start_from:
+            return
+        from qtune import adapter_format as fmt
+
+        folder = Path(self.start_from).expanduser()
+        try:
+            trained = fmt.read_json(folder / fmt.TRAINING_CONFIG_FILE)
+        except (OSError, ValueError, QtuneError) as error:
+            raise QtuneError(f"--from {folder}: not a qtune run folder (no readable "
+                             f"{fmt.TRAINING_CONFIG_FILE}: {error})") from error
+        if trained.get("method") != self.method:
+            raise QtuneError(f"--from {folder} was trained with method "
+                             f"{trained.get('method')!r}, not {self.method!r}: choose --method "
+                             f"{trained.get('method')}")
+        own = adapter_fields(type(self.adapter))
+        self.adapter = type(self.adapter).from_dict({k: trained[k] for k in own if k in trained})
+        if hasattr(self.adapter, "seed"):
+            self.adapter.seed = self.seed
+
+    def _validate_preferences(self) -> None:
+        """dpo/kto need preference data, checked now (before anything loads)."""
+        if self.objective == "sft":
+            if self.preferences:
+                raise QtuneError("--preferences is for --objective dpo or kto")
+            return
+        if not self.preferences:
+            raise QtuneError(f"--objective {self.objective} needs --preferences (counselchat, "
+                             "math, a `qtune feedback export` folder or a JSONL file)")
+        if not self.beta > 0:
+            raise QtuneError(f"beta must be positive, got {self.beta!r}")
+        from qtune.finetune.preference_data import check_preferences
+
+        check_preferences(self)
 
     def _validate_assistant(self) -> None:
         """The assistant exists and fits the task; its own data is read and checked now,

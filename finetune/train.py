@@ -26,14 +26,12 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
-from qtune.finetune.batches import Batch, ExampleStream, eval_batches, run_records
+from qtune.finetune.batches import run_records
 from qtune.finetune.checkpoint import (
     RunState,
     atomic_save,
@@ -44,13 +42,13 @@ from qtune.finetune.checkpoint import (
 )
 from qtune.finetune.config import TrainConfig
 from qtune.finetune.methods import get_method
+from qtune.finetune.objectives import make_objective
 from qtune.finetune.outputs import assistant_record, run_metrics, write_outputs
 from qtune.finetune.run_folder import RunFolder
 
 from qtune import adapter_format as fmt
 from qtune.config import DEFAULT_BASE_MODEL, DEFAULT_BASE_MODEL_HF_ID
 from qtune.errors import QtuneError
-from qtune.vocab import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +99,6 @@ def same_rank_lora_parameters(base: torch.nn.Module, r: int, targets: Iterable[s
     return total
 
 
-def token_loss_sum(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Summed next-token cross-entropy over assistant tokens (IGNORE_INDEX elsewhere)."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    shifted = logits[:, :-1].float()
-    return F.cross_entropy(shifted.reshape(-1, shifted.size(-1)),
-                           batch.labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-
-
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """Linear warmup to 1 over ``warmup`` steps, then cosine decay to ``min_ratio``."""
     if step < warmup:
@@ -130,26 +120,6 @@ def warn_if_launched_single_process() -> None:
             "-m qtune.cli finetune ...` on a machine without GPU, or `torchrun "
             "--nproc_per_node N -m qtune.cli finetune ...`."
         )
-
-
-def _reduce_sum(accelerator, value: float | int) -> float:
-    tensor = torch.tensor([float(value)], dtype=torch.float64, device=accelerator.device)
-    return float(accelerator.reduce(tensor, reduction="sum").item())
-
-
-@torch.no_grad()
-def evaluate(model, batches: list[Batch], accelerator) -> float:
-    """Mean assistant-token loss over the evaluation slice (all processes together)."""
-    model.eval()
-    total, count = 0.0, 0
-    for batch in batches:
-        batch = batch.to(accelerator.device)
-        with accelerator.autocast():
-            total += float(token_loss_sum(model, batch))
-        count += batch.label_tokens
-    model.train()
-    total, count = _reduce_sum(accelerator, total), _reduce_sum(accelerator, count)
-    return total / count if count else float("nan")
 
 
 def train(config: TrainConfig,
@@ -207,6 +177,8 @@ def _train(config: TrainConfig, output: Path,
     lora_reference = same_rank_lora_parameters(base, config.adapter.r,
                                                 config.adapter.target_modules)
     model = wrap_with_adapter(base, config)
+    if config.start_from:
+        load_start_adapter(model, config, base_path)
     method = get_method(config.method)
     n_trainable = method.num_trainable(model)
     optimizer = torch.optim.AdamW(method.parameter_groups(model, config.lr), lr=config.lr,
@@ -217,8 +189,8 @@ def _train(config: TrainConfig, output: Path,
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
 
-    stream = ExampleStream(config.task, train_records, tokenizer, config)
-    held_out = eval_batches(eval_records, tokenizer, config, rank, world)
+    objective = make_objective(config, train_records, eval_records, tokenizer, rank, world)
+    objective.prepare(model, accelerator, {})  # before a checkpoint's weights come in
     state = RunState()
     ckpt = checkpoint_path(output)
     if config.resume and ckpt.is_file():
@@ -239,6 +211,7 @@ def _train(config: TrainConfig, output: Path,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": rng_state(), "history": state.history, "elapsed": state.elapsed,
                 "tokens": state.tokens, "label_tokens": state.label_tokens,
+                "extra": state.extra,
             }, ckpt)
         accelerator.wait_for_everyone()
 
@@ -248,31 +221,19 @@ def _train(config: TrainConfig, output: Path,
         fmt.write_json(output / fmt.TRAINING_CONFIG_FILE, {
             **recorded, "base_model_name_or_path": base_name, "num_processes": world})
     if state.step == 0 and not state.history:
-        state.history.append({"step": 0, "train_loss": None, "lr": None, "seconds": 0.0,
-                              "eval_loss": evaluate(model, held_out, accelerator)
-                              if config.eval_at_start else None})
+        row = {"step": 0, "train_loss": None, "lr": None, "seconds": 0.0, "eval_loss": None}
+        if config.eval_at_start:
+            row.update(objective.evaluate(model, accelerator))
+        state.history.append(row)
     progress = tqdm(total=config.steps, initial=state.step, disable=not is_main,
                     desc=f"{config.task}-{config.method}", dynamic_ncols=True)
     started = time.perf_counter() - state.elapsed
     for step in range(state.step, config.steps):
         # One optimizer step: grad_accum micro-batches on each process.
-        micro_batches = [stream.micro_batch(step, m, rank, world).to(accelerator.device)
-                         for m in range(config.grad_accum)]
-        step_label_tokens = _reduce_sum(accelerator, sum(b.label_tokens for b in micro_batches))
-        # DDP averages gradients over processes: scale so the result is the mean over
-        # every assistant token of the step, whatever the padding and split.
-        scale = world / max(step_label_tokens, 1.0)
-        loss_sum = 0.0
-        for index, batch in enumerate(micro_batches):
-            last = index == len(micro_batches) - 1
-            with (nullcontext() if last else accelerator.no_sync(model)), accelerator.autocast():
-                summed = token_loss_sum(model, batch)
-                accelerator.backward(summed * scale)
-            loss_sum += float(summed.detach())
-        train_loss = _reduce_sum(accelerator, loss_sum) / max(step_label_tokens, 1.0)
-        if not math.isfinite(train_loss):
-            raise QtuneError(_nan_message(step + 1, f"the training loss ({train_loss})", ckpt,
-                                          config))
+        result = objective.step(model, step, accelerator)
+        if not math.isfinite(result.train_loss):
+            raise QtuneError(_nan_message(step + 1, f"the training loss ({result.train_loss})",
+                                          ckpt, config))
         if config.grad_clip > 0:
             accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
         lr = scheduler.get_last_lr()[0]
@@ -281,20 +242,19 @@ def _train(config: TrainConfig, output: Path,
         optimizer.zero_grad(set_to_none=True)
 
         state.step = step + 1
-        state.tokens += int(_reduce_sum(accelerator, sum(int(b.attention_mask.sum())
-                                                         for b in micro_batches)))
-        state.label_tokens += int(step_label_tokens)
-        row = {"step": state.step, "train_loss": train_loss, "eval_loss": None, "lr": lr}
+        state.tokens += result.tokens
+        state.label_tokens += result.label_tokens
+        row = {"step": state.step, "train_loss": result.train_loss, "eval_loss": None, "lr": lr}
         final = state.step == config.steps
         if final or (config.eval_every and state.step % config.eval_every == 0):
-            row["eval_loss"] = evaluate(model, held_out, accelerator)
+            row.update(objective.evaluate(model, accelerator))
         state.elapsed = time.perf_counter() - started
         row["seconds"] = round(state.elapsed, 2)
         state.history.append(row)
         if is_main:
             fmt.write_log(state.history, output / fmt.LOG_FILE)
         progress.update(1)
-        progress.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}")
+        progress.set_postfix(loss=f"{result.train_loss:.4f}", lr=f"{lr:.2e}")
         if final or (config.save_every and state.step % config.save_every == 0):
             save_checkpoint()
         if on_step:
@@ -303,6 +263,7 @@ def _train(config: TrainConfig, output: Path,
 
     metrics = run_metrics(config, state, n_trainable, lora_reference, base_name, accelerator)
     metrics.update(assistant_record(config, held_out_info))
+    metrics.update(objective.metrics(state.history))
     if is_main:
         write_outputs(accelerator.unwrap_model(model), config, output, base_name, metrics,
                        state)
@@ -310,6 +271,21 @@ def _train(config: TrainConfig, output: Path,
             shutil.rmtree(ckpt.parent, ignore_errors=True)
     accelerator.wait_for_everyone()
     return metrics
+
+
+def load_start_adapter(model: torch.nn.Module, config: TrainConfig, base_path) -> None:
+    """--from: the trainable weights of that adapter folder, rebuilt by its method."""
+    unwrapped = dict(trainable_parameters(model))
+    base, _ = load_base_model(base_path, config.mixed_precision)
+    trained = dict(get_method(config.method).load(base, Path(config.start_from))
+                   .named_parameters())
+    missing = sorted(set(unwrapped) - set(trained))
+    if missing:
+        raise QtuneError(f"--from {config.start_from}: its adapter has no {missing[0]} "
+                         f"(and {len(missing) - 1} more): it was not trained with these settings")
+    with torch.no_grad():
+        for name, parameter in unwrapped.items():
+            parameter.copy_(trained[name].to(parameter.dtype))
 
 
 def _nan_message(step: int, what: str, ckpt: Path, config: TrainConfig) -> str:
