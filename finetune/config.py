@@ -233,6 +233,8 @@ class TrainConfig:
 
         folder = Path(self.start_from).expanduser()
         try:
+            if not (folder / fmt.TRAINING_CONFIG_FILE).is_file():
+                raise QtuneError("it is missing")
             trained = fmt.read_json(folder / fmt.TRAINING_CONFIG_FILE)
         except (OSError, ValueError, QtuneError) as error:
             raise QtuneError(f"--from {folder}: not a qtune run folder (no readable "
