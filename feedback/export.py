@@ -26,6 +26,9 @@ def preferences(store: FeedbackStore) -> list[dict]:
                 "assistant": vote["assistant"],
                 "chosen_model": vote["model_a"] if a_won else vote["model_b"],
                 "rejected_model": vote["model_b"] if a_won else vote["model_a"],
+                # the weights versions: a pair from one model's one version says nothing
+                "chosen_version": vote["model_a_version"] if a_won else vote["model_b_version"],
+                "rejected_version": vote["model_b_version"] if a_won else vote["model_a_version"],
                 "vote_id": vote["id"],
             }
         )

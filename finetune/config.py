@@ -21,11 +21,11 @@ from qtune.finetune.methods import AdapterConfig, get_method, method_names, owne
 
 from qtune.config import settings
 from qtune.errors import QtuneError
-from qtune.vocab import CHAT_TASK, EVAL_SPLITS, TASKS
+from qtune.vocab import CHAT_TASK, EVAL_SPLITS, PREFERENCE_OBJECTIVES, TASKS
 
 MIXED_PRECISION = ("auto", "bf16", "no")
 #: What a run learns from (qtune.finetune.preference_data reads the preference data).
-OBJECTIVES = ("sft", "dpo", "kto")
+OBJECTIVES = ("sft", *PREFERENCE_OBJECTIVES)
 EVAL_POOLS = ("best", "all")
 #: Fields that may change between a run and its resumption without changing its result.
 RESUME_FREE_FIELDS = {"output", "resume", "overwrite", "eval_every", "eval_at_start", "save_every",

@@ -99,12 +99,3 @@ class SFTObjective:
 
     def metrics(self, history: list[dict]) -> dict[str, Any]:
         return {}
-
-
-def make_objective(config, train_records: list, eval_records: list, tokenizer, rank: int,
-                   world: int):
-    if config.objective == "sft":
-        return SFTObjective(config, train_records, eval_records, tokenizer, rank, world)
-    from qtune.finetune.preference import PreferenceObjective
-
-    return PreferenceObjective(config, train_records, eval_records, tokenizer, rank, world)

@@ -42,7 +42,7 @@ from qtune.finetune.checkpoint import (
 )
 from qtune.finetune.config import TrainConfig
 from qtune.finetune.methods import get_method
-from qtune.finetune.objectives import make_objective
+from qtune.finetune.objectives import SFTObjective
 from qtune.finetune.outputs import assistant_record, run_metrics, write_outputs
 from qtune.finetune.run_folder import RunFolder
 
@@ -271,6 +271,16 @@ def _train(config: TrainConfig, output: Path,
             shutil.rmtree(ckpt.parent, ignore_errors=True)
     accelerator.wait_for_everyone()
     return metrics
+
+
+def make_objective(config: TrainConfig, train_records: list, eval_records: list, tokenizer,
+                   rank: int, world: int):
+    """The run's objective: supervised fine-tuning, or preference tuning (DPO/KTO)."""
+    if config.objective == "sft":
+        return SFTObjective(config, train_records, eval_records, tokenizer, rank, world)
+    from qtune.finetune.preference import PreferenceObjective
+
+    return PreferenceObjective(config, train_records, eval_records, tokenizer, rank, world)
 
 
 def load_start_adapter(model: torch.nn.Module, config: TrainConfig, base_path) -> None:

@@ -34,6 +34,9 @@ CRISIS_SCREENED_TASKS: tuple[str, ...] = tuple(
 CARVED_SPLIT = "carved from train"
 EVAL_SPLITS: dict[str, str] = {"math": "dev", "counselling": "validation",
                                "cpsycound": CARVED_SPLIT}
+#: Preference objectives beside supervised fine-tuning; their adapters are served as
+#: ``<assistant>-<method>-<objective>`` (a new version beside the one they started from).
+PREFERENCE_OBJECTIVES: tuple[str, ...] = ("dpo", "kto")
 #: Label of tokens that carry no loss (PyTorch's cross-entropy ignore index).
 IGNORE_INDEX = -100
 

@@ -16,6 +16,7 @@ from qtune.ui.endpoint import (
     EndpointError,
     default_pair,
     parse_model,
+    sort_models,
 )
 from qtune.ui.state import CompareSession
 from ui_fixtures import free_port
@@ -448,3 +449,14 @@ def test_the_ui_learns_assistants_from_the_served_adapters(tmp_path):
     assert default_pair(served, "helpline") == ("quantum-one", "classic-one")  # QWTH vs LoRA
     assert served[0].label == "quantum-tuned (QWTH)"
     assert ui.assistant_list("gone")["value"] == "math"
+
+
+def test_a_preference_tuned_version_is_labelled_and_listed_after_its_adapters():
+    models = [parse_model(name, "base") for name in
+              ("counselling-qwth-dpo", "counselling-lora", "counselling-qwth")]
+    models.append(parse_model("smollm2-135m-instruct"))
+    assert models[0].label == "quantum-tuned (QWTH) + DPO"
+    assert (models[0].assistant, models[0].method) == ("counselling", "qwth")
+    assert default_pair(models, "counselling") == ("counselling-qwth", "counselling-lora")
+    assert [m.name for m in sort_models(models)] == [
+        "counselling-qwth", "counselling-lora", "counselling-qwth-dpo", "smollm2-135m-instruct"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from qtune.finetune.methods import get_method, method_names, split_adapter_name
+from qtune.finetune.methods import get_method, method_names, split_adapter_name, strip_objective
 from qtune.safety.responses import CRISIS_RESOURCES
 
 from qtune.adapter_format import version_from_root
@@ -42,14 +42,18 @@ class ServedModel:
     version: str = "base"
     #: the folder the server reads the model from (its /v1/models "root")
     root: str | None = None
+    #: "dpo" or "kto" for a preference-tuned version (``<assistant>-<method>-dpo``)
+    objective: str | None = None
 
     @property
     def label(self) -> str:
         if self.method in METHOD_LABELS:
-            return METHOD_LABELS[self.method]
-        if self.method in method_names():  # another registered method: its own label
-            return f"{get_method(self.method).label} adapter"
-        return "adapter" if self.method == "adapter" else f"{self.method} adapter"
+            label = METHOD_LABELS[self.method]
+        elif self.method in method_names():  # another registered method: its own label
+            label = f"{get_method(self.method).label} adapter"
+        else:
+            label = "adapter" if self.method == "adapter" else f"{self.method} adapter"
+        return f"{label} + {self.objective.upper()}" if self.objective else label
 
     @property
     def choice(self) -> tuple[str, str]:
@@ -69,14 +73,17 @@ def parse_model(name: str, parent: str | None = None, root: str | None = None) -
     assistant, method = split_adapter_name(name)
     if parent is None and method not in METHODS:
         return ServedModel(name, "base", None, root=root)
-    version = version_from_root(root)
+    version, objective = version_from_root(root), strip_objective(name)[1]
     if not assistant:
-        return ServedModel(name, method or "adapter", name, version, root)
-    return ServedModel(name, method, assistant, version, root)
+        return ServedModel(name, method or "adapter", name, version, root, objective)
+    return ServedModel(name, method, assistant, version, root, objective)
 
 
 def sort_models(models: list[ServedModel]) -> list[ServedModel]:
-    return sorted(models, key=lambda m: (METHOD_ORDER.get(m.method, 2), m.name))
+    """Quantum-tuned, LoRA, other adapters, base; preference-tuned versions after the
+    adapters they grew from (Compare's default pair stays quantum-tuned against LoRA)."""
+    return sorted(models, key=lambda m: (m.method == "base", m.objective is not None,
+                                         METHOD_ORDER.get(m.method, 2), m.name))
 
 
 def default_pair(models: list[ServedModel], assistant: str) -> tuple[str, str] | None:

@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from qtune.finetune.methods.base import AdapterConfig, AdapterMethod, SavedAdapter
 
 from qtune.errors import QtuneError
+from qtune.vocab import PREFERENCE_OBJECTIVES
 
 __all__ = ["AdapterConfig", "AdapterMethod", "SavedAdapter", "get_method", "method_names",
            "register_method", "split_adapter_name"]
@@ -85,9 +86,19 @@ def owners_of(setting: str) -> list[str]:
             if setting in {f.name for f in method.config_class.__dataclass_fields__.values()}]
 
 
+def strip_objective(name: str) -> tuple[str, str | None]:
+    """(the name without a ``-dpo``/``-kto`` ending, that objective or None)."""
+    for objective in PREFERENCE_OBJECTIVES:
+        if name.endswith(f"-{objective}") and len(name) > len(objective) + 1:
+            return name[: -len(objective) - 1], objective
+    return name, None
+
+
 def split_adapter_name(name: str) -> tuple[str, str]:
     """(assistant, method) of a served name ``<assistant>-<method>``: the longest registered
-    method that ends it (``math-lora-xs`` is LoRA-XS), else the part after the last '-'."""
+    method that ends it (``math-lora-xs`` is LoRA-XS), else the part after the last '-'.
+    A preference-tuned version (``counselling-qwth-dpo``) is its method's adapter."""
+    name = strip_objective(name)[0]
     for method in sorted(method_names(), key=len, reverse=True):
         if name.endswith("-" + method) and len(name) > len(method) + 1:
             return name[: -len(method) - 1], method
