@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import socket
 import statistics
 import time
 from pathlib import Path
@@ -58,12 +57,6 @@ def first_token_ms(client, model: str, messages: list[dict]) -> float:
     return elapsed
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--adapter", required=True, metavar="NAME=PATH",
@@ -78,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     rewrite = rewrite_us(prompt, args.rounds)
 
     from openai import OpenAI
+    from qtune.eval.evaluate import free_port
     from qtune.serve.server import ServeConfig, VLLMServer
 
     server = VLLMServer(ServeConfig(port=free_port(), adapters=[(name, Path(path))],

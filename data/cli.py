@@ -107,6 +107,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="check the rows only, without loading a tokenizer")
     check.set_defaults(func=_check)
 
+    pairs = commands.add_parser(
+        "pairs",
+        help="build math preference pairs: the reference over the base model's wrong answer",
+        description=(
+            "Ask the base model (greedy, through vLLM: a server started here, or --api-base) "
+            "the first problems of GSM8K's train and dev splits, and keep every wrong answer "
+            "as a preference pair (the reference solution is preferred). Answers are cached "
+            "per problem, so an interrupted run resumes; the pairs go to "
+            "$QTUNE_HOME/preferences/math-{train,dev}.jsonl, which `qtune finetune "
+            "--objective dpo --preferences math` reads."
+        ),
+    )
+    pairs.add_argument("source", choices=("math",), help="which pairs to build")
+    pairs.add_argument("--train-problems", type=int, default=400,
+                       help="train problems asked (default: 400)")
+    pairs.add_argument("--dev-problems", type=int, default=100,
+                       help="dev problems asked, for the held-out pairs (default: 100)")
+    pairs.add_argument("--api-base", help="an endpoint serving the base model (default: start "
+                       "vLLM here)")
+    pairs.add_argument("--api-key", help="its key (default: $QTUNE_API_KEY)")
+    pairs.add_argument("--max-tokens", type=int, default=256,
+                       help="longest answer (default: 256)")
+    pairs.set_defaults(func=_pairs)
+
     stats = commands.add_parser(
         "stats",
         help="count the rows of every task and split in the local dataset folder",
@@ -220,6 +244,19 @@ def _stats(args: argparse.Namespace) -> int:
             elif task == "cpsycound":
                 note = "dialogues"
             print(f"{task:<12} {split:<11} {rows:>6}  {note}")
+    return 0
+
+
+def _pairs(args: argparse.Namespace) -> int:
+    from qtune.finetune.math_pairs import generate
+
+    from qtune.config import settings
+
+    for split, limit in (("train", args.train_problems), ("dev", args.dev_problems)):
+        path, kept, asked = generate(split, limit, args.api_base,
+                                     args.api_key or settings().api_key, args.max_tokens)
+        print(f"math {split}: {kept} pairs from {asked} problems (the base model was wrong "
+              f"on {kept}) -> {path}")
     return 0
 
 

@@ -85,6 +85,8 @@ PER_RUN_KEYS = {"task", "method", "lr", "seed", "output", "resume", "overwrite",
 #: What a study that ``extends`` another takes from it (its name, methods, report and
 #: questions stay its own).
 INHERITED_SETTINGS = {"tasks", "seeds", "train", "output", "max_extensions", "learning_rates"}
+#: The figures a study may choose rates by (runs.csv columns).
+SELECT_BY = ("heldout_loss", "preference_loss")
 #: The held-out set must be at least this many examples (eval_batches x batch_size).
 MIN_DEV_EXAMPLES = 128
 
@@ -118,6 +120,10 @@ class StudyConfig:
     #: The methods run at every seed; the others are screened at the first seed only
     #: (their sweep). Empty: every method.
     seeded: list[str] = field(default_factory=list)
+    #: What chooses each method's rate and what the questions compare: heldout_loss (the
+    #: answers' held-out loss) or preference_loss (DPO/KTO studies: the held-out
+    #: preference loss; the held-out loss is reported beside it).
+    select_by: str = "heldout_loss"
 
     @classmethod
     def from_toml(cls, path: Path) -> StudyConfig:
@@ -164,6 +170,14 @@ class StudyConfig:
                                  "study's methods")
         if not self.seeds:
             raise QtuneError(f"{where}: seeds is empty: give at least one seed")
+        if self.select_by not in SELECT_BY:
+            raise QtuneError(f"{where}: select_by must be one of {', '.join(SELECT_BY)}")
+        preference = self.train.get("objective", "sft") != "sft"
+        if preference != (self.select_by == "preference_loss"):
+            raise QtuneError(f"{where}: a study of objective "
+                             f"{self.train.get('objective', 'sft')!r} chooses rates by "
+                             f"{'preference_loss' if preference else 'heldout_loss'}: set "
+                             "select_by to match")
         fixed = sorted(set(self.train) & PER_RUN_KEYS)
         if fixed:
             raise QtuneError(f"{where}: [train] may not set {', '.join(fixed)}: the study sets "
@@ -194,9 +208,15 @@ class StudyConfig:
         """The fine-tuning run of one grid cell (validated)."""
         # No step-0 evaluation: every adapter starts as the base model, and the study
         # compares final losses (one held-out pass saved per run).
+        # A preference study measures the start too (accuracy before, after).
         settings = STUDY_METHODS[method]
         values = {**self._budget_for(settings["method"]), **settings, "task": task, "lr": lr,
-                  "seed": seed, "output": str(output), "eval_at_start": False}
+                  "seed": seed, "output": str(output),
+                  "eval_at_start": self.select_by == "preference_loss"}
+        if values.get("start_from"):  # "adapters/{task}-{method}": each method's own start
+            start = values["start_from"].format(task=task, method=method)
+            values["start_from"] = str(start if Path(start).is_absolute()
+                                       else PROJECT_ROOT / start)
         return TrainConfig.from_dict(values).validate()
 
     def _budget_for(self, adapter_method: str) -> dict[str, Any]:

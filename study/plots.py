@@ -49,7 +49,8 @@ def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -
     size_axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(thousands))
     size_axis.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(thousands))
     size_axis.set_xlabel("trainable parameters (log)")
-    size_axis.set_ylabel("held-out loss at the best rate (mean, range over seeds)")
+    size_axis.set_ylabel(f"{study.select_by.replace('_', ' ')} at the best rate (mean, range "
+                         "over seeds)")
     for axis in (size_axis, rate_axis):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
@@ -82,7 +83,7 @@ def thousands(value: float, _position: int) -> str:
 def plot_sweeps(axis: Any, study: StudyConfig, results: ResultsFile, task: str) -> None:
     """Held-out loss against the rate at the sweep's seed, diverged runs at the top edge."""
     seed = study.seeds[0]
-    sweeps = {method: sorted((r["lr"], r["heldout_loss"])
+    sweeps = {method: sorted((r["lr"], r[study.select_by])
                              for (t, m, _, s), r in results.rows.items()
                              if (t, m, s) == (task, method, seed))
               for method in study.methods}
@@ -103,4 +104,5 @@ def plot_sweeps(axis: Any, study: StudyConfig, results: ResultsFile, task: str) 
                               xytext=(-8, -14), ha="right", fontsize=7)
     axis.set_xscale("log")
     axis.set_xlabel("peak learning rate (log)")
-    axis.set_ylabel(f"held-out loss (seed {seed}); off-scale runs at the top edge")
+    axis.set_ylabel(f"{study.select_by.replace('_', ' ')} (seed {seed}); off-scale runs at "
+                    "the top edge")

@@ -23,6 +23,10 @@ QUESTIONS = (
 )
 
 
+#: How the report names what a study chooses rates by.
+METRIC_LABELS = {"heldout_loss": "held-out loss", "preference_loss": "held-out preference loss"}
+
+
 def questions(study: StudyConfig) -> list[tuple[str, str, str]]:
     """The comparisons of this study: the circuit study's, or every method against each
     of ``compare_to``."""
@@ -55,11 +59,12 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Path | None,
                  report_dir: Path) -> list[str]:
     summaries = summarize(results, study, task)
+    label = METRIC_LABELS[study.select_by]
     lines = [f"## {task}", ""]
     if figure is not None:
-        lines += [f"![{task}: held-out loss]({figure.relative_to(report_dir)})", ""]
+        lines += [f"![{task}: {label}]({figure.relative_to(report_dir)})", ""]
     lines += ["| method | trainable parameters | best rate (seed "
-              f"{study.seeds[0]} sweep) | seeds | held-out loss, mean [95% CI] | "
+              f"{study.seeds[0]} sweep) | seeds | {label}, mean [95% CI] | "
               "training loss (last 10 steps) |", "|---|---:|---:|---:|---|---:|"]
     for s in summaries.values():
         interval = s.interval()
@@ -73,11 +78,13 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
                      f"{_fmt(train)} |")
     frontier = pareto_frontier(summaries)
     if len(frontier) > 1:
-        lines += ["", "Pareto frontier (no method reaches a lower mean held-out loss with as "
+        lines += ["", f"Pareto frontier (no method reaches a lower mean {label} with as "
                   "many parameters or fewer; one-seed means are provisional): "
                   + ", ".join(f"{m} ({size:,}, {loss:.4f})" for m, size, loss in frontier) + "."]
+    if study.select_by == "preference_loss":
+        lines += ["", *preference_table(summaries)]
     lines += ["", *sweep_table(study, results, task)]
-    lines += ["", "| question | A − B held-out loss [95% CI] | paired t-test p | seeds | "
+    lines += ["", f"| question | A − B {label} [95% CI] | paired t-test p | seeds | "
               "answer |", "|---|---|---:|---:|---|"]
     for a, b, question in questions(study):
         diff = paired(summaries[a], summaries[b])
@@ -92,8 +99,9 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
 def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
     """The plain answers, each question across the tasks (details per task below)."""
     summaries = {task: summarize(results, study, task) for task in study.tasks}
-    lines = ["## Verdict", "", "Held-out loss, each method at its own best rate, paired by "
-             "seed (a negative difference A − B favours A):", ""]
+    label = METRIC_LABELS[study.select_by]
+    lines = ["## Verdict", "", f"{label.capitalize()}, each method at its own best rate, "
+             "paired by seed (a negative difference A − B favours A):", ""]
     for a, b, question in questions(study):
         answers = []
         for task, by_method in summaries.items():
@@ -107,12 +115,13 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
 def sweep_table(study: StudyConfig, results: ResultsFile, task: str) -> list[str]:
     """Held-out loss at every swept rate (first seed); the best of each row in bold."""
     seed = study.seeds[0]
-    swept = {(m, grid_point(r["lr"])): r["heldout_loss"] for (t, m, _, s), r in results.rows.items()
-             if t == task and s == seed}
+    swept = {(m, grid_point(r["lr"])): r[study.select_by]
+             for (t, m, _, s), r in results.rows.items() if t == task and s == seed}
     rates = sorted({lr for _, lr in swept})
     if not rates:
         return ["No run of the learning-rate sweep has finished yet."]
-    lines = [f"Learning-rate sweep (seed {seed}), held-out loss; the best of each method in "
+    lines = [f"Learning-rate sweep (seed {seed}), {METRIC_LABELS[study.select_by]}; the best "
+             "of each method in "
              "bold (a best rate at an edge of its sweep is extended by one more rate):", "",
              "| method | " + " | ".join(f"{lr:.3g}" for lr in rates) + " |",
              "|---|" + "---:|" * len(rates)]
@@ -122,6 +131,35 @@ def sweep_table(study: StudyConfig, results: ResultsFile, task: str) -> list[str
         cells = [("n/a" if lr not in row else
                   f"**{row[lr]:.4f}**" if lr == best else f"{row[lr]:.4f}") for lr in rates]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _mean_text(values: list[float], digits: int, scale: float = 1.0) -> str:
+    from qtune.study.summary import mean_interval
+
+    interval = mean_interval([v * scale for v in values if v is not None])
+    if interval is None:
+        return "n/a"
+    if len(values) == 1:
+        return f"{interval[0]:.{digits}f} (one seed)"
+    return f"{interval[0]:.{digits}f} [{interval[1]:.{digits}f}, {interval[2]:.{digits}f}]"
+
+
+def preference_table(summaries: dict) -> list[str]:
+    """Before and after preference tuning, each method at its best rate: how often the
+    preferred answer is the likelier (per token), and the answers' held-out loss beside it
+    (tuning must not wreck it). Means over seeds, 95% Student-t intervals."""
+    lines = ["Before → after, at each method's best rate (means over seeds, 95% intervals): "
+             "held-out preference accuracy (%), and the held-out loss of the SFT answers:", "",
+             "| method | accuracy before | accuracy after | held-out loss before | "
+             "held-out loss after |", "|---|---|---|---|---|"]
+    for s in summaries.values():
+        rows = list(s.rows.values())
+        cells = [_mean_text([r.get(k) for r in rows], 1, 100) for k in
+                 ("preference_accuracy_before", "preference_accuracy")]
+        cells += [_mean_text([r.get(k) for r in rows], 4) for k in
+                  ("heldout_loss_before", "heldout_loss")]
+        lines.append(f"| {s.method} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -155,7 +193,7 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
         f"seeds {', '.join(map(str, study.seeds))} at that rate give the intervals "
         "(Student-t, 95%) and the paired tests (paired by seed)" + seeded_text(study), "",
         "Methods: " + "; ".join(f"`{m}`, {METHOD_NOTES[m]}" for m in study.methods) + ".",
-        "",
+        "", *objective_text(budget),
     ]
     lines += verdict_section(study, results)
     for task in study.tasks:
@@ -165,6 +203,17 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return path
+
+
+def objective_text(budget) -> list[str]:
+    """What a preference study trains on, and from where (empty for fine-tuning)."""
+    if budget.objective == "sft":
+        return []
+    return [f"Objective: {budget.objective.upper()} (beta {budget.beta:g}) on "
+            f"`{budget.preferences}` preferences, each method starting from its own "
+            "fine-tuned adapter, which is also its reference model; the held-out preference "
+            "accuracy counts the held-out pairs whose preferred answer has the higher "
+            "log-probability per token.", ""]
 
 
 def seeded_text(study: StudyConfig) -> str:

@@ -23,7 +23,11 @@ from qtune.errors import QtuneError
 log = logging.getLogger(__name__)
 
 COLUMNS = ("study", "fingerprint", "task", "method", "trainable_params", "lr", "seed", "steps",
-           "train_loss", "heldout_loss", "seconds", "phase")
+           "train_loss", "heldout_loss", "seconds", "phase", "heldout_loss_before",
+           "preference_accuracy_before", "preference_accuracy", "preference_loss")
+#: Columns only some studies fill (preference tuning); empty elsewhere.
+OPTIONAL_FLOATS = ("heldout_loss_before", "preference_accuracy_before", "preference_accuracy",
+                   "preference_loss")
 RUNS_FILE = "runs.csv"
 
 Key = tuple[str, str, str, int]
@@ -66,6 +70,8 @@ class ResultsFile:
                               "heldout_loss": float(row["heldout_loss"]),
                               "train_loss": float(row["train_loss"]),
                               "trainable_params": int(row["trainable_params"])}
+                    parsed.update({name: float(row[name]) if row.get(name) else None
+                                   for name in OPTIONAL_FLOATS})
                 except (KeyError, TypeError, ValueError) as error:
                     raise QtuneError(f"{self.path} line {number} is not a complete run row "
                                      f"({error}); fix or delete that line") from error
@@ -74,20 +80,24 @@ class ResultsFile:
     def append(self, row: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.is_file() or self.path.stat().st_size == 0
+        # An older file keeps its own columns (a study that fills none of the new ones).
+        columns = COLUMNS if new else self.path.open().readline().strip().split(",")
         with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             if new:
                 writer.writeheader()
-            writer.writerow({name: row.get(name, "") for name in COLUMNS})
+            writer.writerow({name: "" if row.get(name) is None else row[name]
+                             for name in columns})
             handle.flush()
             os.fsync(handle.fileno())
         self.rows[key_of(row["task"], row["method"], row["lr"], row["seed"])] = row
 
     def best_rate(self, task: str, method: str, seed: int) -> float:
-        """The swept rate with the lowest held-out loss at ``seed``."""
+        """The swept rate with the lowest held-out loss (or the study's select_by) at
+        ``seed``."""
         swept = [r for (t, m, _, s), r in self.rows.items()
                  if (t, m, s) == (task, method, seed)]
-        return min(swept, key=lambda r: r["heldout_loss"])["lr"]
+        return min(swept, key=lambda r: r[self.study.select_by])["lr"]
 
 
 TrainFn = Callable[..., dict[str, Any]]
@@ -164,6 +174,9 @@ class StudyRunner:
             "seed": seed, "steps": metrics["steps"],
             "train_loss": metrics["final_train_loss_mean10"],
             "heldout_loss": metrics["final_eval_loss"], "seconds": metrics["wall_seconds"],
-            "phase": phase,
+            "phase": phase, **{name: metrics.get(name) for name in (
+                "preference_accuracy_before", "preference_accuracy", "preference_loss")},
+            "heldout_loss_before": metrics.get("initial_eval_loss")
+            if self.study.select_by == "preference_loss" else None,
         })
         self.bar.update(1)

@@ -16,8 +16,9 @@ class MethodSummary:
     method: str
     best_lr: float | None
     trainable: int | None
-    losses: dict[int, float]  # seed -> held-out loss at the best rate
+    losses: dict[int, float]  # seed -> held-out loss (or the study's select_by) at the best rate
     train_losses: dict[int, float]
+    rows: dict[int, dict]  # seed -> the whole runs.csv row at the best rate
 
     def interval(self) -> tuple[float, float, float] | None:
         return mean_interval(list(self.losses.values()))
@@ -42,12 +43,14 @@ def summarize(results: ResultsFile, study: StudyConfig, task: str) -> dict[str, 
     for method in study.methods:
         rows = [r for (t, m, _, _), r in results.rows.items() if (t, m) == (task, method)]
         swept = [r for r in rows if r["seed"] == sweep_seed]
-        best = min(swept, key=lambda r: r["heldout_loss"])["lr"] if swept else None
+        key = study.select_by
+        best = min(swept, key=lambda r: r[key])["lr"] if swept else None
         at_best = [r for r in rows if best is not None and f"{r['lr']:.6g}" == f"{best:.6g}"]
         summaries[method] = MethodSummary(
             method, best, rows[0]["trainable_params"] if rows else None,
-            {r["seed"]: r["heldout_loss"] for r in at_best},
-            {r["seed"]: r["train_loss"] for r in at_best})
+            {r["seed"]: r[key] for r in at_best},
+            {r["seed"]: r["train_loss"] for r in at_best},
+            {r["seed"]: r for r in at_best})
     return summaries
 
 

@@ -255,3 +255,50 @@ def test_a_rate_another_sweep_reached_by_extension_is_not_trained_again(tmp_path
 
     StudyRunner(study, train=record, runs_root=tmp_path / "runs", progress=False).run()
     assert ("lora", 1e-2) not in trained and ("lora", 3.16e-3) in trained
+
+
+@pytest.mark.slow
+def test_a_preference_study_chooses_rates_by_the_preference_loss(tiny_model_dir, tmp_path):
+    """objective = "dpo" as a study setting: each method starts from its own adapter
+    (a template), rates are chosen by the held-out preference loss, rows and the report
+    carry accuracy and held-out loss before and after."""
+    import json
+
+    from qtune.finetune.config import TrainConfig
+    from qtune.study.report import write_report
+
+    starts = tmp_path / "starts"
+    for method, extra in (("lora", {}), ("qwth", dict(n_qubits=4, circuit_layers=1,
+                                                       tt_rank=2, n_factors=2))):
+        train(TrainConfig.from_dict(dict(
+            task="math", method=method, base_model=str(tiny_model_dir), steps=1, batch_size=2,
+            seq_len=48, warmup=1, eval_every=0, eval_batches=1, save_every=0,
+            max_train_examples=4, mixed_precision="no", output=str(starts / f"math-{method}"),
+            **extra)).validate())
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Name a number above {i}.",
+                                         "chosen": str(i + 1), "rejected": "no"}) + "\n"
+                             for i in range(30)))
+    budget = dict(base_model=str(tiny_model_dir), steps=2, batch_size=4, seq_len=48, warmup=1,
+                  eval_every=0, eval_batches=32, save_every=1, max_train_examples=8,
+                  mixed_precision="no", objective="dpo", preferences=str(pairs), beta=0.5,
+                  start_from=str(starts / "{task}-{method}"))
+    study = tiny_study(tiny_model_dir, tmp_path / "out", methods=["lora", "qwth"], seeds=[0],
+                       learning_rates={"lora": [1e-3, 1e-1], "qwth": [1e-3, 1e-1]},
+                       train=budget, select_by="preference_loss", compare_to=["lora"])
+    StudyRunner(study, runs_root=tmp_path / "runs", progress=False).run()
+    found = rows(tmp_path / "out" / "runs.csv")
+    assert len(found) == 4
+    for row in found:
+        assert float(row["preference_loss"]) > 0 and row["preference_accuracy_before"]
+        assert row["heldout_loss_before"] and row["heldout_loss"]
+    results = ResultsFile(tmp_path / "out" / "runs.csv", study)
+    for method in ("lora", "qwth"):
+        swept = [r for r in results.rows.values() if r["method"] == method]
+        best = min(swept, key=lambda r: r["preference_loss"])["lr"]
+        assert results.best_rate("math", method, 0) == best
+    text = write_report(study, results, tmp_path / "report.md", "qtune study").read_text()
+    assert "held-out preference loss" in text and "accuracy before" in text
+    assert "Objective: DPO (beta 0.5)" in text
+    with pytest.raises(QtuneError, match="set select_by to match"):
+        tiny_study(tiny_model_dir, tmp_path / "x", train=budget)
