@@ -86,6 +86,26 @@ def _system_prompt_lines(metrics: dict[str, Any]) -> list[str]:
             + carved]
 
 
+def _preference_lines(metrics: dict[str, Any]) -> list[str]:
+    """What a preference-tuned version learnt from, and what it measured before and after."""
+    if metrics.get("objective", "sft") == "sft":
+        return []
+    count = metrics.get("preference_pairs") or metrics.get("preference_ratings")
+    kind = "pairs" if "preference_pairs" in metrics else "ratings"
+
+    def shown(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
+        return "n/a" if value is None else f"{value * scale:.{digits}f}"
+
+    return [f"- Preference tuning: {metrics['objective'].upper()} (beta "
+            f"{metrics['beta']:g}) on {count:,} {kind} of `{metrics['preferences']}`, from "
+            f"`{metrics.get('start_from') or 'a fresh adapter'}` (also the reference). Held-out "
+            f"({metrics['preference_heldout']}): preference accuracy "
+            f"{shown(metrics.get('preference_accuracy_before'), 100, 1)}% → "
+            f"{shown(metrics.get('preference_accuracy'), 100, 1)}%, preference loss "
+            f"{shown(metrics.get('preference_loss_before'))} → "
+            f"{shown(metrics.get('preference_loss'))}."]
+
+
 def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
     trainable = metrics["trainable_parameters"]
     reference = metrics["same_rank_lora_parameters"]
@@ -111,6 +131,7 @@ def card_text(name: str, config: TrainConfig, metrics: dict[str, Any]) -> str:
         "",
         f"- Task `{config.task}`: {TASK_DATA.get(config.task, config.task)}",
         *_system_prompt_lines(metrics),
+        *_preference_lines(metrics),
         f"- Trained on the `{metrics['train_split']}` split"
         + (f" (first {config.max_train_examples} examples)" if config.max_train_examples else "")
         + f"; {metrics['examples_seen']:,} examples seen, loss on assistant tokens only.",

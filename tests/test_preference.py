@@ -187,3 +187,5 @@ def test_a_kto_run_on_ratings(tiny_model_dir, tmp_path, one_torch_thread):
     assert metrics["objective"] == "kto" and metrics["preference_ratings"] == 15
     assert metrics["preference_accuracy_before"] == 0.0  # nothing has moved yet
     assert (tmp_path / "kto" / "adapter_model.safetensors").is_file()
+    card = (tmp_path / "kto" / "README.md").read_text()
+    assert "Preference tuning: KTO (beta 0.1) on 15 ratings" in card
