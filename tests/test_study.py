@@ -302,3 +302,22 @@ def test_a_preference_study_chooses_rates_by_the_preference_loss(tiny_model_dir,
     assert "Objective: DPO (beta 0.5)" in text
     with pytest.raises(QtuneError, match="set select_by to match"):
         tiny_study(tiny_model_dir, tmp_path / "x", train=budget)
+
+
+@pytest.mark.slow
+def test_a_study_on_a_local_two_worker_ray_gives_the_sequential_rows(tiny_model_dir, tmp_path):
+    """The same study sequentially and as Ray tasks on a local two-worker Ray: the same
+    rows (order aside), the protocol (sweep, then the other seed at the best rate) kept."""
+    from qtune.study.ray_pool import RayPool
+
+    sequential = tiny_study(tiny_model_dir, tmp_path / "seq")
+    StudyRunner(sequential, runs_root=tmp_path / "runs-seq", progress=False).run()
+    expected = sorted(rows(tmp_path / "seq" / "runs.csv"), key=lambda r: sorted(r.items()))
+    study = tiny_study(tiny_model_dir, tmp_path / "ray")
+    pool = RayPool("local", cpus_per_run=1, local_cpus=2)
+    try:
+        StudyRunner(study, runs_root=tmp_path / "runs-ray", progress=False, pool=pool).run()
+    finally:
+        pool.close()
+    found = sorted(rows(tmp_path / "ray" / "runs.csv"), key=lambda r: sorted(r.items()))
+    assert found == expected and len(found) == 6
