@@ -134,6 +134,29 @@ def collate(examples: list[dict], pad_id: int) -> Batch:
     return Batch(ids, mask, labels)
 
 
+class SeededOrder:
+    """Positions of a data stream mapped to examples: one seeded permutation of ``size``
+    examples per epoch, a function of (seed, position) only, so resuming is exact."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed = size, seed
+        self._permutations: dict[int, list[int]] = {}
+
+    def index(self, position: int) -> int:
+        epoch, offset = divmod(position, self.size)
+        if epoch not in self._permutations:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._permutations[epoch] = torch.randperm(self.size, generator=generator).tolist()
+        return self._permutations[epoch][offset]
+
+    def micro_batch(self, config: TrainConfig, step: int, micro: int, rank: int,
+                    world: int) -> list[int]:
+        """The examples of micro-batch ``micro`` of optimizer step ``step`` on ``rank``."""
+        size = config.batch_size
+        start = step * size * config.grad_accum * world + (micro * world + rank) * size
+        return [self.index(p) for p in range(start, start + size)]
+
+
 class ExampleStream:
     """Training examples in a seeded order that depends only on (seed, position).
 
@@ -144,15 +167,8 @@ class ExampleStream:
 
     def __init__(self, task: str, records: list[dict], tokenizer, config: TrainConfig):
         self.task, self.records, self.tokenizer, self.config = task, records, tokenizer, config
-        self._permutations: dict[int, list[int]] = {}
+        self.order = SeededOrder(len(records), config.seed)
         self._tokenized: dict[int, dict] = {}
-
-    def _index(self, position: int) -> int:
-        epoch, offset = divmod(position, len(self.records))
-        if epoch not in self._permutations:
-            generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-            self._permutations[epoch] = torch.randperm(len(self.records), generator=generator).tolist()
-        return self._permutations[epoch][offset]
 
     def tokenized(self, index: int) -> dict:
         if index not in self._tokenized:
@@ -162,9 +178,8 @@ class ExampleStream:
         return self._tokenized[index]
 
     def micro_batch(self, step: int, micro: int, rank: int, world: int) -> Batch:
-        size = self.config.batch_size
-        start = step * size * self.config.grad_accum * world + (micro * world + rank) * size
-        examples = [self.tokenized(self._index(p)) for p in range(start, start + size)]
+        indices = self.order.micro_batch(self.config, step, micro, rank, world)
+        examples = [self.tokenized(i) for i in indices]
         return collate(examples, pad_token_id(self.tokenizer))
 
 

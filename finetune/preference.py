@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from qtune.finetune.batches import collate, eval_batches, pad_token_id
+from qtune.finetune.batches import SeededOrder, collate, eval_batches, pad_token_id
 from qtune.finetune.objectives import (
     StepResult,
     heldout_loss,
@@ -96,21 +96,12 @@ class PreferenceObjective:
             self.train = self.train[: config.max_train_examples]
         self.sft_held_out = eval_batches(eval_records, tokenizer, config, rank, world)
         self.reference = None
-        self._orders: dict[int, list[int]] = {}
+        self.order = SeededOrder(len(self.train), config.seed)
 
     # ---- data ------------------------------------------------------------------------
-    def _index(self, position: int) -> int:
-        epoch, offset = divmod(position, len(self.train))
-        if epoch not in self._orders:
-            generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-            self._orders[epoch] = torch.randperm(len(self.train), generator=generator).tolist()
-        return self._orders[epoch][offset]
-
     def _examples(self, step: int, micro: int) -> list[PreferenceExample]:
-        size = self.config.batch_size
-        start = (step * size * self.config.grad_accum * self.world
-                 + (micro * self.world + self.rank) * size)
-        return [self.train[self._index(p)] for p in range(start, start + size)]
+        indices = self.order.micro_batch(self.config, step, micro, self.rank, self.world)
+        return [self.train[i] for i in indices]
 
     def _batch(self, examples: list[PreferenceExample], device):
         """DPO: chosen rows then rejected rows. KTO: each answer, then the answer of the

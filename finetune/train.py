@@ -160,6 +160,12 @@ def _train(config: TrainConfig, output: Path,
     from qtune.model import resolve_model
 
     warn_if_launched_single_process()
+    # Accelerate keeps one mixed-precision setting per process and refuses another; a
+    # process that trains several runs (a study, the tests) starts each run's state
+    # afresh (the distributed state, PartialState, is kept), as Accelerate's own tests do.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True on machines without CUDA makes Accelerate use gloo (MULTI_CPU) when started
     # as several processes (`accelerate launch --multi_gpu --num_processes N` or torchrun).
     accelerator = Accelerator(mixed_precision=config.mixed_precision,
