@@ -111,7 +111,8 @@ def test_bad_or_empty_preference_files_are_refused_before_anything_loads(tmp_pat
         TrainConfig(method="lora", objective="dpo", preferences=str(path)).validate()
 
 
-def test_preference_settings_are_checked(tmp_path):
+def test_preference_settings_are_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("QTUNE_HOME", str(tmp_path / "home"))  # no math pairs made here
     with pytest.raises(QtuneError, match="needs --preferences"):
         TrainConfig(method="lora", objective="dpo").validate()
     with pytest.raises(QtuneError, match="unknown objective 'ppo'"):
@@ -189,3 +190,25 @@ def test_a_kto_run_on_ratings(tiny_model_dir, tmp_path, one_torch_thread):
     assert (tmp_path / "kto" / "adapter_model.safetensors").is_file()
     card = (tmp_path / "kto" / "README.md").read_text()
     assert "Preference tuning: KTO (beta 0.1) on 15 ratings" in card
+
+
+def test_math_pairs_keep_the_model_s_wrong_answers_only(data_dir, tmp_path, monkeypatch):
+    from qtune.eval.items import math_items
+    from qtune.finetune.math_pairs import pairs_from_answers
+    from qtune.finetune.preference_data import math_pairs_path
+
+    items = math_items("dev", limit=3)
+    answers = [{"output": f"Working.\n#### {items[0].reference}"},  # right: no pair
+               {"output": "#### 123456789"}, {"output": ""}]  # wrong; empty: no pair
+    pairs = pairs_from_answers(items, answers, "smollm2-135m-instruct")
+    assert len(pairs) == 1 and pairs[0]["rejected"] == "#### 123456789"
+    assert pairs[0]["chosen"].endswith(f"#### {items[1].reference}")
+    monkeypatch.setenv("QTUNE_HOME", str(tmp_path))
+    for split in ("train", "dev"):
+        path = math_pairs_path(split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(pairs[0]) + "\n")
+    train, held, name = preference_examples(
+        TrainConfig(method="lora", objective="dpo", preferences="math"))
+    assert len(train) == len(held) == 1 and name == "math dev pairs"
+    assert train[0].origin["rejected_model"] == "smollm2-135m-instruct"
