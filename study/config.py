@@ -124,6 +124,9 @@ class StudyConfig:
     #: answers' held-out loss) or preference_loss (DPO/KTO studies: the held-out
     #: preference loss; the held-out loss is reported beside it).
     select_by: str = "heldout_loss"
+    #: Per task, the preference data of a DPO/KTO study (`--preferences`), where the tasks
+    #: need different ones (counselling = "counselchat", math = "math").
+    preferences: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_toml(cls, path: Path) -> StudyConfig:
@@ -187,7 +190,11 @@ class StudyConfig:
         if stray:
             raise QtuneError(f"{where}: [train] sets {', '.join(stray)}, which no run or "
                              "method has (docs/configuration.md lists the training settings)")
-        budget = self.run_config("math", self.methods[0], 1e-3, 0, Path("/tmp/check"))
+        unknown = sorted(set(self.preferences) - set(self.tasks))
+        if unknown:
+            raise QtuneError(f"{where}: [preferences] names {', '.join(unknown)}, not among "
+                             "the study's tasks")
+        budget = self.run_config(self.tasks[0], self.methods[0], 1e-3, 0, Path("/tmp/check"))
         dev = budget.eval_batches * budget.batch_size
         if dev < MIN_DEV_EXAMPLES:
             raise QtuneError(f"{where}: the held-out set is {dev} examples (eval_batches x "
@@ -213,6 +220,8 @@ class StudyConfig:
         values = {**self._budget_for(settings["method"]), **settings, "task": task, "lr": lr,
                   "seed": seed, "output": str(output),
                   "eval_at_start": self.select_by == "preference_loss"}
+        if task in self.preferences:
+            values["preferences"] = self.preferences[task]
         if values.get("start_from"):  # "adapters/{task}-{method}": each method's own start
             start = values["start_from"].format(task=task, method=method)
             values["start_from"] = str(start if Path(start).is_absolute()
@@ -242,6 +251,8 @@ class StudyConfig:
         """What makes two rows of a method comparable: the budget and the method's settings
         (not the rates or seeds, which a study may extend)."""
         data = {"train": self.train, "method": STUDY_METHODS[method]}
+        if self.preferences:  # (absent from older studies: their fingerprints stay)
+            data["preferences"] = self.preferences
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -193,7 +193,7 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
         f"seeds {', '.join(map(str, study.seeds))} at that rate give the intervals "
         "(Student-t, 95%) and the paired tests (paired by seed)" + seeded_text(study), "",
         "Methods: " + "; ".join(f"`{m}`, {METHOD_NOTES[m]}" for m in study.methods) + ".",
-        "", *objective_text(budget),
+        "", *objective_text(budget, study),
     ]
     lines += verdict_section(study, results)
     for task in study.tasks:
@@ -205,12 +205,14 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
     return path
 
 
-def objective_text(budget) -> list[str]:
+def objective_text(budget, study: StudyConfig) -> list[str]:
     """What a preference study trains on, and from where (empty for fine-tuning)."""
     if budget.objective == "sft":
         return []
+    sources = ", ".join(f"`{source}` ({task})" for task, source in study.preferences.items()
+                        ) or f"`{budget.preferences}`"
     return [f"Objective: {budget.objective.upper()} (beta {budget.beta:g}) on "
-            f"`{budget.preferences}` preferences, each method starting from its own "
+            f"{sources} preferences, each method starting from its own "
             "fine-tuned adapter, which is also its reference model; the held-out preference "
             "accuracy counts the held-out pairs whose preferred answer has the higher "
             "log-probability per token.", ""]

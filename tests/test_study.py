@@ -281,11 +281,12 @@ def test_a_preference_study_chooses_rates_by_the_preference_loss(tiny_model_dir,
                              for i in range(30)))
     budget = dict(base_model=str(tiny_model_dir), steps=2, batch_size=4, seq_len=48, warmup=1,
                   eval_every=0, eval_batches=32, save_every=1, max_train_examples=8,
-                  mixed_precision="no", objective="dpo", preferences=str(pairs), beta=0.5,
+                  mixed_precision="no", objective="dpo", beta=0.5,
                   start_from=str(starts / "{task}-{method}"))
     study = tiny_study(tiny_model_dir, tmp_path / "out", methods=["lora", "qwth"], seeds=[0],
                        learning_rates={"lora": [1e-3, 1e-1], "qwth": [1e-3, 1e-1]},
-                       train=budget, select_by="preference_loss", compare_to=["lora"])
+                       train=budget, select_by="preference_loss", compare_to=["lora"],
+                       preferences={"math": str(pairs)})
     StudyRunner(study, runs_root=tmp_path / "runs", progress=False).run()
     found = rows(tmp_path / "out" / "runs.csv")
     assert len(found) == 4
@@ -299,9 +300,10 @@ def test_a_preference_study_chooses_rates_by_the_preference_loss(tiny_model_dir,
         assert results.best_rate("math", method, 0) == best
     text = write_report(study, results, tmp_path / "report.md", "qtune study").read_text()
     assert "held-out preference loss" in text and "accuracy before" in text
-    assert "Objective: DPO (beta 0.5)" in text
+    assert "Objective: DPO (beta 0.5)" in text and "(math) preferences" in text
     with pytest.raises(QtuneError, match="set select_by to match"):
-        tiny_study(tiny_model_dir, tmp_path / "x", train=budget)
+        tiny_study(tiny_model_dir, tmp_path / "x", train=budget,
+                   preferences={"math": str(pairs)})
 
 
 @pytest.mark.slow
