@@ -125,8 +125,9 @@ class PreferenceObjective:
         for parameter in self.reference.parameters():
             parameter.requires_grad_(False)
 
-    def _losses(self, model, examples, device) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(per-example losses, policy log-probs per answer token, tokens processed)."""
+    def _losses(self, model, examples, device) -> tuple[torch.Tensor, ...]:
+        """(per-example losses, policy log-probs per answer token, how far each answer's
+        log-probability moved from the reference, tokens processed)."""
         batch = self._batch(examples, device)
         n = len(examples)
         policy, counts = completion_logps(model, batch)
@@ -139,7 +140,8 @@ class PreferenceObjective:
             z0 = (policy[n:] - reference[n:]).detach().mean().clamp(min=0)
             good = torch.tensor([e.good for e in examples], device=device)
             losses = kto_losses(policy[:n], reference[:n], good, z0, self.config.beta)
-        return losses, policy / counts.clamp(min=1), int(batch.attention_mask.sum())
+        moved = (policy[:n] - reference[:n]).detach()
+        return losses, policy / counts.clamp(min=1), moved, int(batch.attention_mask.sum())
 
     def step(self, model, step: int, accelerator) -> StepResult:
         count = self.config.grad_accum
@@ -149,7 +151,7 @@ class PreferenceObjective:
         loss_sum, tokens = 0.0, 0
         for index, context in micro_batch_contexts(model, accelerator, count):
             with context, accelerator.autocast():
-                losses, _, used = self._losses(model, examples[index], accelerator.device)
+                losses, _, _, used = self._losses(model, examples[index], accelerator.device)
                 accelerator.backward(losses.sum() * scale)
             loss_sum += float(losses.detach().sum())
             tokens += used
@@ -167,16 +169,12 @@ class PreferenceObjective:
         for start in range(0, len(mine), size):
             examples = mine[start:start + size]
             with accelerator.autocast():
-                losses, per_token, _ = self._losses(model, examples, accelerator.device)
+                losses, per_token, moved, _ = self._losses(model, examples, accelerator.device)
             n = len(examples)
             if self.config.objective == "dpo":
                 right += float((per_token[:n] > per_token[n:]).sum())
             else:
-                batch = self._batch(examples, accelerator.device)
-                policy, _ = completion_logps(model, batch)
-                reference, _ = completion_logps(self.reference, batch)
                 good = torch.tensor([e.good for e in examples], device=accelerator.device)
-                moved = policy[:n] - reference[:n]
                 right += float(torch.where(good, moved > 0, moved < 0).sum())
             loss += float(losses.sum())
         model.train()
