@@ -171,7 +171,7 @@ def _precision(setting: str) -> str:
 
 def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
                  command: str) -> Path:
-    path = path or study.report_path
+    path = (path or study.report_path).resolve()  # links below are relative to it
     rows = [r for r in results.rows.values() if r["task"] in study.tasks]
     hours = sum(float(r.get("seconds") or 0) for r in rows) / 3600
     budget = study.run_config(study.tasks[0], study.methods[0], 1e-3, 0, Path("x"))
