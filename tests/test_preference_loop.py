@@ -32,7 +32,8 @@ def _store_votes(store: FeedbackStore, count: int) -> None:
 
 
 def test_votes_become_a_dpo_version_that_is_served_beside_the_old_one(tmp_path, data_dir,
-                                                                      embedded_model, capsys):
+                                                                      embedded_model, capsys,
+                                                                      monkeypatch):
     from openai import OpenAI
     from qtune.serve.server import ServeConfig, VLLMServer
 
@@ -66,3 +67,12 @@ def test_votes_become_a_dpo_version_that_is_served_beside_the_old_one(tmp_path, 
             answer = client.chat.completions.create(model=model, messages=question,
                                                     max_tokens=24, temperature=0)
             assert answer.choices[0].message.content.strip()
+        # math pairs from the same server's base model: its wrong answers, cached
+        monkeypatch.setenv("QTUNE_HOME", str(tmp_path / "home"))
+        assert main(["data", "pairs", "math", "--train-problems", "3", "--dev-problems", "2",
+                     "--api-base", server.api_base, "--max-tokens", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "math train:" in out and "from 3 problems" in out and "from 2 problems" in out
+    made = tmp_path / "home" / "preferences" / "math-train.jsonl"
+    for row in map(json.loads, made.read_text().splitlines()):
+        assert row["rejected_model"] == "smollm2-135m-instruct" and "####" in row["chosen"]
