@@ -140,10 +140,19 @@ def test_the_assistant_is_in_the_ui_chat_and_compare_tabs(served, tmp_path):
             page.get_by_role("tab", name="Chat").click()
             page.wait_for_function(
                 "() => document.querySelector('#chat-model input').value.includes('echo-')")
+            # The new assistant's system prompt is shown: its switch, which clears the
+            # chat and its input, is complete before the question is typed.
+            page.get_by_text("Generation settings").click()
+            page.wait_for_function(
+                "(prompt) => [...document.querySelectorAll('textarea')]"
+                ".some(t => t.value === prompt)", arg=SYSTEM_PROMPT)
             page.locator("#chat-input textarea").fill("Echo: lemon")
             page.locator("#chat-send").click()
             page.wait_for_selector("#chat-bot [data-testid='bot']")
             page.get_by_role("tab", name="Compare").click()
+            page.wait_for_function(  # the pickers fill after the assistant's models load
+                "() => document.querySelector('#compare-model-a input').value.includes('echo-')"
+                " && document.querySelector('#compare-model-b input').value.includes('echo-')")
             shown = [page.locator(f"#compare-model-{side} input").input_value()
                      for side in ("a", "b")]
             assert "echo-qwth" in shown[0] and "echo-lora" in shown[1]
