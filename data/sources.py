@@ -67,7 +67,7 @@ class ChatSource:
     def rows(self) -> Iterator[tuple[int, list[dict[str, str]] | RowProblem]]:
         """(line or row number, messages or the row's problem) for every row."""
         self.check()
-        raw = _jsonl_rows(self.path) if self.is_jsonl else _dataset_rows(self)
+        raw = jsonl_rows(self.path) if self.is_jsonl else _dataset_rows(self)
         for number, row in raw:
             if isinstance(row, RowProblem):
                 yield number, row
@@ -89,7 +89,8 @@ class ChatSource:
         return {**{k: v for k, v in row.items() if k not in self.columns.values()}, **renamed}
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
+def jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, the parsed row or its RowProblem) of every non-blank line."""
     try:
         with path.open(encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):

@@ -18,7 +18,6 @@ carved off, as for an assistant's own chat data.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,20 +70,20 @@ def _text(row: dict, key: str, where: str) -> str:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+    """("file:line", row) of every JSON object; the first bad line raises (read as chat
+    files are, by qtune.data.sources)."""
+    from qtune.data.formats import RowProblem
+    from qtune.data.sources import jsonl_rows
+
     if not path.is_file():
         raise QtuneError(f"preference file {path} does not exist")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except ValueError as error:
-                raise QtuneError(f"{where}: not valid JSON ({error})") from error
-            if not isinstance(row, dict):
-                raise QtuneError(f"{where}: expected a JSON object")
-            yield where, row
+    for number, row in jsonl_rows(path):
+        where = f"{path}:{number}"
+        if isinstance(row, RowProblem):
+            raise QtuneError(f"{where}: {row}")
+        if not isinstance(row, dict):
+            raise QtuneError(f"{where}: expected a JSON object")
+        yield where, row
 
 
 # ----------------------------------------------------------------------------- sources
