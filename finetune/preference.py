@@ -70,6 +70,10 @@ def kto_losses(policy, reference, good, z0, beta: float):
                        1 - torch.sigmoid(beta * (z0 - ratio)))
 
 
+def _rounded(scores: torch.Tensor) -> list[float]:
+    return [round(float(score), 6) for score in scores]
+
+
 def encode(tokenizer, prompt, answer: str, seq_len: int) -> dict:
     """The prompt and answer as the trainer renders them, loss on the final answer only."""
     from qtune.data.prompts import tokenize_for_training
@@ -96,6 +100,7 @@ class PreferenceObjective:
             self.train = self.train[: config.max_train_examples]
         self.sft_held_out = eval_batches(eval_records, tokenizer, config, rank, world)
         self.reference = None
+        self.scores: dict[str, list[float]] = {}
         self.order = SeededOrder(len(self.train), config.seed)
 
     # ---- data ------------------------------------------------------------------------
@@ -126,8 +131,8 @@ class PreferenceObjective:
             parameter.requires_grad_(False)
 
     def _losses(self, model, examples, device) -> tuple[torch.Tensor, ...]:
-        """(per-example losses, policy log-probs per answer token, how far each answer's
-        log-probability moved from the reference, tokens processed)."""
+        """(per-example losses, policy and reference log-probs per answer token, how far
+        each answer's log-probability moved from the reference, tokens processed)."""
         batch = self._batch(examples, device)
         n = len(examples)
         policy, counts = completion_logps(model, batch)
@@ -141,7 +146,9 @@ class PreferenceObjective:
             good = torch.tensor([e.good for e in examples], device=device)
             losses = kto_losses(policy[:n], reference[:n], good, z0, self.config.beta)
         moved = (policy[:n] - reference[:n]).detach()
-        return losses, policy / counts.clamp(min=1), moved, int(batch.attention_mask.sum())
+        tokens = counts.clamp(min=1)
+        return (losses, policy / tokens, reference / tokens, moved,
+                int(batch.attention_mask.sum()))
 
     def step(self, model, step: int, accelerator) -> StepResult:
         count = self.config.grad_accum
@@ -151,7 +158,7 @@ class PreferenceObjective:
         loss_sum, tokens = 0.0, 0
         for index, context in micro_batch_contexts(model, accelerator, count):
             with context, accelerator.autocast():
-                losses, _, _, used = self._losses(model, examples[index], accelerator.device)
+                losses, *_, used = self._losses(model, examples[index], accelerator.device)
                 accelerator.backward(losses.sum() * scale)
             loss_sum += float(losses.detach().sum())
             tokens += used
@@ -162,26 +169,44 @@ class PreferenceObjective:
     def evaluate(self, model, accelerator) -> dict[str, float]:
         """The SFT held-out loss, and on the held-out preferences: the loss and the
         accuracy (DPO: the preferred answer has the higher log-probability per token;
-        KTO: a good answer became likelier than under the reference, a bad one less)."""
+        KTO: a good answer became likelier than under the reference, a bad one less).
+        Each held-out example's score is kept for the run's metrics (see `_scores`)."""
         model.eval()
         mine = self.held[self.rank::self.world]
-        size, right, loss = self.config.batch_size, 0.0, 0.0
+        size, loss = self.config.batch_size, 0.0
+        tuned, before = [], []
         for start in range(0, len(mine), size):
             examples = mine[start:start + size]
             with accelerator.autocast():
-                losses, per_token, moved, _ = self._losses(model, examples, accelerator.device)
+                losses, per_token, reference, moved, _ = self._losses(
+                    model, examples, accelerator.device)
             n = len(examples)
             if self.config.objective == "dpo":
-                right += float((per_token[:n] > per_token[n:]).sum())
+                tuned.append(per_token[:n] - per_token[n:])
+                before.append(reference[:n] - reference[n:])
             else:
                 good = torch.tensor([e.good for e in examples], device=accelerator.device)
-                right += float(torch.where(good, moved > 0, moved < 0).sum())
+                tuned.append(torch.where(good, moved, -moved))
+                before.append(torch.zeros_like(moved))
             loss += float(losses.sum())
         model.train()
+        scores = self._scores(tuned, accelerator)
+        self.scores = {"preference_scores": _rounded(scores),
+                       "preference_scores_before": _rounded(self._scores(before, accelerator))}
         total = reduce_sum(accelerator, len(mine))
+        right = float((scores > 0).sum())
         return {"eval_loss": heldout_loss(model, self.sft_held_out, accelerator),
-                "preference_accuracy": reduce_sum(accelerator, right) / max(total, 1.0),
+                "preference_accuracy": right / max(total, 1.0),
                 "preference_loss": reduce_sum(accelerator, loss) / max(total, 1.0)}
+
+    def _scores(self, parts: list[torch.Tensor], accelerator) -> torch.Tensor:
+        """Every held-out example's score, in the held-out order, from all processes: DPO,
+        the preferred answer's log-probability per token minus the other's; KTO, how far
+        the answer moved the right way from the reference. Positive is right."""
+        scores = torch.zeros(len(self.held), dtype=torch.float64, device=accelerator.device)
+        if parts:
+            scores[self.rank::self.world] = torch.cat(parts).double()
+        return accelerator.reduce(scores, reduction="sum")
 
     def metrics(self, history: list[dict]) -> dict[str, Any]:
         scored = [row for row in history if row.get("preference_accuracy") is not None]
@@ -194,4 +219,7 @@ class PreferenceObjective:
                 "preference_accuracy_before": first.get("preference_accuracy"),
                 "preference_accuracy": last.get("preference_accuracy"),
                 "preference_loss_before": first.get("preference_loss"),
-                "preference_loss": last.get("preference_loss")}
+                "preference_loss": last.get("preference_loss"),
+                # Per held-out example, at the end and under the reference: for paired
+                # tests over the examples (the study's report).
+                **self.scores}

@@ -5,6 +5,7 @@ Intervals are Student-t intervals over seeds; tests are scipy's paired t-test
 
 from __future__ import annotations
 
+import os
 import statistics
 from pathlib import Path
 
@@ -52,6 +53,11 @@ def screened_only(study: StudyConfig, a: str, b: str) -> bool:
     return len(study.seeds_of(a)) == 1 or len(study.seeds_of(b)) == 1
 
 
+def _link(target: Path, report_dir: Path) -> str:
+    """A link from the report to a file beside it, or anywhere else (``--report``)."""
+    return Path(os.path.relpath(target.resolve(), report_dir)).as_posix()
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -62,7 +68,7 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
     label = METRIC_LABELS[study.select_by]
     lines = [f"## {task}", ""]
     if figure is not None:
-        lines += [f"![{task}: {label}]({figure.relative_to(report_dir)})", ""]
+        lines += [f"![{task}: {label}]({_link(figure, report_dir)})", ""]
     lines += ["| method | trainable parameters | best rate (seed "
               f"{study.seeds[0]} sweep) | seeds | {label}, mean [95% CI] | "
               "training loss (last 10 steps) |", "|---|---:|---:|---:|---|---:|"]
@@ -82,7 +88,8 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
                   "many parameters or fewer; one-seed means are provisional): "
                   + ", ".join(f"{m} ({size:,}, {loss:.4f})" for m, size, loss in frontier) + "."]
     if study.select_by == "preference_loss":
-        lines += ["", *preference_table(summaries)]
+        lines += ["", *preference_table(summaries), "", *pair_table(study, results, summaries,
+                                                                     task)]
     lines += ["", *sweep_table(study, results, task)]
     lines += ["", f"| question | A − B {label} [95% CI] | paired t-test p | seeds | "
               "answer |", "|---|---|---:|---:|---|"]
@@ -163,6 +170,28 @@ def preference_table(summaries: dict) -> list[str]:
     return lines
 
 
+def pair_table(study: StudyConfig, results: ResultsFile, summaries: dict,
+               task: str) -> list[str]:
+    """Did tuning move each method, and QWTH more than LoRA? Paired over the held-out
+    examples, which are the smaller sample here (see :mod:`qtune.study.pair_scores`)."""
+    from qtune.study.pair_scores import SCORES_FILE, ScoresFile, gain_cells, gain_difference
+
+    scores = ScoresFile(study.output_dir / SCORES_FILE)
+    kept = {method: scores.of(results.fingerprint(method), task, method, list(s.rows.values()))
+            for method, s in summaries.items()}
+    lines = ["Per held-out example, at each method's best rate: right before (the start "
+             "adapter), the share of seeds right after, and the change with its 95% paired "
+             "bootstrap interval over the examples (percentage points):", "",
+             "| method | examples | seeds | accuracy before | accuracy after | change [95% CI], "
+             "p |", "|---|---:|---:|---:|---:|---|"]
+    lines += [f"| {method} | " + " | ".join(gain_cells(runs)) + " |"
+              for method, runs in kept.items()]
+    for a, b, _ in questions(study):
+        lines += ["", f"Change of {a} minus change of {b}, paired over the examples: "
+                  f"{gain_difference(kept[a], kept[b])}."]
+    return lines
+
+
 def _precision(setting: str) -> str:
     """auto is bf16 on CPUs with native bf16 and fp32 elsewhere: rows from different
     machines then differ in precision, which the report must say."""
@@ -199,7 +228,7 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
     for task in study.tasks:
         figure = plot_task(study, results, task, study.output_dir / f"{study.name}-{task}.png")
         lines += task_section(study, results, task, figure, path.parent)
-    lines += [f"Every run: [{results.path.name}]({results.path.relative_to(path.parent)}).", ""]
+    lines += [f"Every run: [{results.path.name}]({_link(results.path, path.parent)}).", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return path

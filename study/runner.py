@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qtune.study.config import StudyConfig, extend_sweep, grid_point, rate_label
+from qtune.study.pair_scores import SCORES_FILE, ScoresFile
 
 from qtune.config import settings
 from qtune.errors import QtuneError
@@ -131,6 +132,7 @@ class StudyRunner:
         self.study = study
         self.pool = pool or LocalPool(train or train_loop)
         self.results = ResultsFile(study.output_dir / RUNS_FILE, study)
+        self.scores = ScoresFile(study.output_dir / SCORES_FILE)
         self.runs_root = runs_root or settings().runs_dir / "study" / study.name
         self.progress = progress
         self.bar: Any = None
@@ -202,11 +204,12 @@ class StudyRunner:
     def _record(self, cell: Cell, metrics: dict[str, Any]) -> None:
         task, method, lr, seed, phase = cell
         self.bar.set_postfix_str(f"{task} {method} lr {lr:g} seed {seed}")
+        cell_fields = {"study": self.study.name, "fingerprint": self.results.fingerprint(method),
+                       "task": task, "method": method, "lr": lr, "seed": seed}
+        self.scores.append(cell_fields, metrics)  # before the row: a rerun rewrites both
         self.results.append({
-            "study": self.study.name, "fingerprint": self.results.fingerprint(method),
-            "task": task,
-            "method": method, "trainable_params": metrics["trainable_parameters"], "lr": lr,
-            "seed": seed, "steps": metrics["steps"],
+            **cell_fields, "trainable_params": metrics["trainable_parameters"],
+            "steps": metrics["steps"],
             "train_loss": metrics["final_train_loss_mean10"],
             "heldout_loss": metrics["final_eval_loss"], "seconds": metrics["wall_seconds"],
             "phase": phase, **{name: metrics.get(name) for name in (

@@ -155,6 +155,12 @@ def test_a_dpo_run_from_an_adapter_trains_resumes_exactly_and_records_its_measur
     # it starts as the adapter it was given (the same held-out SFT loss), not afresh
     assert whole["initial_eval_loss"] == pytest.approx(started["final_eval_loss"], abs=1e-6)
     assert whole["final_eval_loss"] is not None  # the SFT held-out loss, beside it
+    # every held-out pair's score, before (the reference) and after: they give the accuracies
+    after, before = whole["preference_scores"], whole["preference_scores_before"]
+    assert len(after) == len(before) == 2  # 24 pairs, a tenth carved off to score
+    assert sum(s > 0 for s in after) / 2 == whole["preference_accuracy"]
+    assert sum(s > 0 for s in before) / 2 == whole["preference_accuracy_before"]
+    assert after != before
 
     class Kill(Exception):
         pass
@@ -187,6 +193,9 @@ def test_a_kto_run_on_ratings(tiny_model_dir, tmp_path, one_torch_thread):
                           preferences=str(folder)))
     assert metrics["objective"] == "kto" and metrics["preference_ratings"] == 15
     assert metrics["preference_accuracy_before"] == 0.0  # nothing has moved yet
+    scores = metrics["preference_scores"]  # one rating of 16 carved off to score
+    assert len(scores) == 1 and metrics["preference_scores_before"] == [0.0]  # unmoved yet
+    assert (scores[0] > 0) == (metrics["preference_accuracy"] == 1.0)
     assert (tmp_path / "kto" / "adapter_model.safetensors").is_file()
     card = (tmp_path / "kto" / "README.md").read_text()
     assert "Preference tuning: KTO (beta 0.1) on 15 ratings" in card

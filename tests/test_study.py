@@ -298,8 +298,17 @@ def test_a_preference_study_chooses_rates_by_the_preference_loss(tiny_model_dir,
         swept = [r for r in results.rows.values() if r["method"] == method]
         best = min(swept, key=lambda r: r["preference_loss"])["lr"]
         assert results.best_rate("math", method, 0) == best
+    kept = [json.loads(line) for line in (tmp_path / "out" / "scores.jsonl").open()]
+    assert len(kept) == 4  # every run's held-out pair scores, 3 pairs (a tenth of 30)
+    for run, row in zip(kept, found, strict=True):
+        assert (run["method"], run["lr"]) == (row["method"], float(row["lr"]))
+        assert len(run["before"]) == len(run["after"]) == 3
+        assert sum(s > 0 for s in run["after"]) / 3 == float(row["preference_accuracy"])
     text = write_report(study, results, tmp_path / "report.md", "qtune study").read_text()
     assert "held-out preference loss" in text and "accuracy before" in text
+    assert "| lora | 3 | 1 |" in text and "Change of qwth minus change of lora" in text
+    elsewhere = write_report(study, results, tmp_path / "elsewhere" / "r.md", "qtune study")
+    assert "(../out/runs.csv)" in elsewhere.read_text()  # links from where it was written
     assert "Objective: DPO (beta 0.5)" in text and "(math) preferences" in text
     with pytest.raises(QtuneError, match="set select_by to match"):
         tiny_study(tiny_model_dir, tmp_path / "x", train=budget,
@@ -323,3 +332,26 @@ def test_a_study_on_a_local_two_worker_ray_gives_the_sequential_rows(tiny_model_
         pool.close()
     found = sorted(rows(tmp_path / "ray" / "runs.csv"), key=lambda r: sorted(r.items()))
     assert found == expected and len(found) == 6
+
+
+def test_pair_scores_are_kept_per_run_and_tested_paired_over_examples(tmp_path):
+    """Right before, share of seeds right after, and the change, on a hand-checkable case;
+    a run without scores (fine-tuning) keeps none."""
+    from qtune.study.pair_scores import ScoresFile, gain_cells, gain_difference, right_before_after
+
+    path = tmp_path / "scores.jsonl"
+    kept = ScoresFile(path)
+    cell = {"study": "s", "fingerprint": "f", "task": "math", "method": "qwth", "lr": 1e-3}
+    kept.append({**cell, "seed": 0}, {"preference_scores_before": [1.0, -1.0, -2.0, -0.5],
+                                      "preference_scores": [1.0, 0.5, -1.0, -0.5]})
+    kept.append({**cell, "seed": 1}, {"preference_scores_before": [1.0, -1.0, -2.0, -0.5],
+                                      "preference_scores": [2.0, 0.5, 0.1, -0.5]})
+    kept.append({**cell, "seed": 2}, {"final_eval_loss": 1.0})  # no scores: nothing kept
+    runs = ScoresFile(path).of("f", "math", "qwth", [{"lr": 1e-3, "seed": s} for s in (0, 1, 2)])
+    assert [run["seed"] for run in runs] == [0, 1]
+    before, after = right_before_after(runs)
+    assert before.tolist() == [1, 0, 0, 0] and after.tolist() == [1, 1, 0.5, 0]
+    cells = gain_cells(runs)
+    assert cells[:4] == ["4", "2", "25.0", "62.5"] and cells[4].startswith("37.5 [")
+    assert gain_difference(runs, runs).startswith("0.0 [0.0, 0.0]")
+    assert gain_cells([]) == ["n/a"] * 5
