@@ -90,3 +90,21 @@ def gain_difference(a_runs: list[dict], b_runs: list[dict]) -> str:
         return "n/a (different held-out sets)"
     difference = paired_bootstrap(a_after - a_before, b_after - b_before)
     return f"{difference.difference.format(scale=100, digits=1)}, p {difference.p_value:.2g}"
+
+
+def gain_verdict(runs: list[dict]) -> str:
+    """A plain answer: did tuning change this method's held-out preference accuracy?"""
+    from qtune.eval.stats import paired_bootstrap
+
+    if not runs:
+        return "not measured yet"
+    before, after = right_before_after(runs)
+    change = paired_bootstrap(after, before)
+    shown = (f"{100 * before.mean():.1f}% → {100 * after.mean():.1f}%, "
+             f"{change.difference.format(scale=100, digits=1)} points over {before.size} "
+             f"examples, {len(runs)} seed{'s' if len(runs) != 1 else ''}")
+    if change.difference.low > 0:
+        return f"**yes**, it rose ({shown})"
+    if change.difference.high < 0:
+        return f"**no**, it fell ({shown})"
+    return f"**no** clear change ({shown})"

@@ -105,6 +105,8 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
 
 def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
     """The plain answers, each question across the tasks (details per task below)."""
+    from qtune.study.pair_scores import gain_verdict
+
     summaries = {task: summarize(results, study, task) for task in study.tasks}
     label = METRIC_LABELS[study.select_by]
     lines = ["## Verdict", "", f"{label.capitalize()}, each method at its own best rate, "
@@ -116,6 +118,12 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
             shown = f" ({a} − {b} = {diff[0]:+.4f} over {diff[4]} seeds)" if diff[4] >= 2 else ""
             answers.append(f"{task}: {verdict(diff, screened_only(study, a, b))}{shown}")
         lines.append(f"- {question} " + "; ".join(answers) + ".")
+    if study.select_by == "preference_loss":
+        lines += ["", "Held-out preference accuracy, before and after, paired over the "
+                  "held-out examples (95% bootstrap interval of the change):", ""]
+        lines += [f"- Did tuning raise {method}'s accuracy? " + "; ".join(
+            f"{task}: {gain_verdict(kept_scores(study, results, by_method, task)[method])}"
+            for task, by_method in summaries.items()) + "." for method in study.methods]
     return lines + [""]
 
 
@@ -174,11 +182,9 @@ def pair_table(study: StudyConfig, results: ResultsFile, summaries: dict,
                task: str) -> list[str]:
     """Did tuning move each method, and QWTH more than LoRA? Paired over the held-out
     examples, which are the smaller sample here (see :mod:`qtune.study.pair_scores`)."""
-    from qtune.study.pair_scores import SCORES_FILE, ScoresFile, gain_cells, gain_difference
+    from qtune.study.pair_scores import gain_cells, gain_difference
 
-    scores = ScoresFile(study.output_dir / SCORES_FILE)
-    kept = {method: scores.of(results.fingerprint(method), task, method, list(s.rows.values()))
-            for method, s in summaries.items()}
+    kept = kept_scores(study, results, summaries, task)
     lines = ["Per held-out example, at each method's best rate: right before (the start "
              "adapter), the share of seeds right after, and the change with its 95% paired "
              "bootstrap interval over the examples (percentage points):", "",
@@ -190,6 +196,16 @@ def pair_table(study: StudyConfig, results: ResultsFile, summaries: dict,
         lines += ["", f"Change of {a} minus change of {b}, paired over the examples: "
                   f"{gain_difference(kept[a], kept[b])}."]
     return lines
+
+
+def kept_scores(study: StudyConfig, results: ResultsFile, summaries: dict,
+                task: str) -> dict[str, list[dict]]:
+    """Each method's held-out example scores at its best rate, one entry per seed."""
+    from qtune.study.pair_scores import SCORES_FILE, ScoresFile
+
+    scores = ScoresFile(study.output_dir / SCORES_FILE)
+    return {method: scores.of(results.fingerprint(method), task, method, list(s.rows.values()))
+            for method, s in summaries.items()}
 
 
 def _precision(setting: str) -> str:

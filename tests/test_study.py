@@ -337,7 +337,13 @@ def test_a_study_on_a_local_two_worker_ray_gives_the_sequential_rows(tiny_model_
 def test_pair_scores_are_kept_per_run_and_tested_paired_over_examples(tmp_path):
     """Right before, share of seeds right after, and the change, on a hand-checkable case;
     a run without scores (fine-tuning) keeps none."""
-    from qtune.study.pair_scores import ScoresFile, gain_cells, gain_difference, right_before_after
+    from qtune.study.pair_scores import (
+        ScoresFile,
+        gain_cells,
+        gain_difference,
+        gain_verdict,
+        right_before_after,
+    )
 
     path = tmp_path / "scores.jsonl"
     kept = ScoresFile(path)
@@ -355,3 +361,8 @@ def test_pair_scores_are_kept_per_run_and_tested_paired_over_examples(tmp_path):
     assert cells[:4] == ["4", "2", "25.0", "62.5"] and cells[4].startswith("37.5 [")
     assert gain_difference(runs, runs).startswith("0.0 [0.0, 0.0]")
     assert gain_cells([]) == ["n/a"] * 5
+    assert "25.0% → 62.5%, 37.5 [" in gain_verdict(runs) and "4 examples, 2 seeds" in gain_verdict(runs)
+    better = [{"before": [-1.0] * 20, "after": [1.0] * 20}]
+    assert gain_verdict(better).startswith("**yes**, it rose (0.0% → 100.0%")
+    assert gain_verdict([{"before": [1.0] * 20, "after": [-1.0] * 20}]).startswith("**no**, it fell")
+    assert gain_verdict([]) == "not measured yet"
