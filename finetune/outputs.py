@@ -15,6 +15,7 @@ from qtune.finetune.config import TrainConfig
 from qtune.finetune.methods import get_method
 
 from qtune import adapter_format as fmt
+from qtune.hardware import cpu_class
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def machine_description(accelerator) -> str:
     device = str(accelerator.device)
     if accelerator.device.type == "cuda":
         device = torch.cuda.get_device_name(accelerator.device)
-    return (f"{platform.machine()} with {cores} CPU cores, {device}, "
+    return (f"{platform.machine()} with {cores} CPU cores ({cpu_class()}), {device}, "
             f"{accelerator.num_processes} process(es) x {torch.get_num_threads()} torch threads")
 
 

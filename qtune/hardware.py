@@ -31,6 +31,17 @@ def speed_flags_text() -> str:
     return " ".join(wanted) or "none of avx/amx"
 
 
+def cpu_class() -> str:
+    """The CPU's speed class in words: its widest vectors, and bf16/AMX where present
+    (runs from CPUs of different classes differ in speed, and in precision under auto)."""
+    flags = cpu_flags()
+    width = ("AVX-512" if "avx512f" in flags else "AVX2 only" if "avx2" in flags
+             else "no AVX2")
+    extras = [name for flag, name in (("avx512_bf16", "native bf16"), ("amx_tile", "AMX"))
+              if flag in flags]
+    return ", ".join([width, *extras])
+
+
 def cpu_has_native_bf16() -> bool:
     return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
 

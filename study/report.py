@@ -224,7 +224,8 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
     lines = [
         f"# Study `{study.name}`: {study.title}", "",
         # No clock time: a report changes only when its content does.
-        f"Produced by `{command}` on {cpu_text()}. {len(rows)} runs done ({planned} planned before sweeps whose best rate "
+        f"Written by `{command}` on {cpu_text()}. {machines_text(rows)} "
+        f"{len(rows)} runs done ({planned} planned before sweeps whose best rate "
         f"was at an edge were extended), {hours:.1f} hours of "
         "training in all" + ("." if len(rows) >= planned else
                              " — **incomplete: the answers below are provisional**."), "",
@@ -268,6 +269,20 @@ def seeded_text(study: StudyConfig) -> str:
         return "."
     return (f", for {', '.join(f'`{m}`' for m in study.seeded)}; the other methods are "
             f"screened at seed {study.seeds[0]} only.")
+
+
+def machines_text(rows: list[dict]) -> str:
+    """Where the rows were trained (each row records its machine): speed, and precision
+    under ``auto``, depend on it."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        where = row.get("machine") or "not recorded"
+        counts[where] = counts.get(where, 0) + 1
+    if not counts:
+        return ""
+    return "Runs by machine: " + "; ".join(
+        f"{where} ({count} run{'s' if count != 1 else ''})"
+        for where, count in sorted(counts.items(), key=lambda item: -item[1])) + "."
 
 
 def cpu_text() -> str:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("study", "fingerprint", "task", "method", "trainable_params", "lr", "seed", "steps",
            "train_loss", "heldout_loss", "seconds", "phase", "heldout_loss_before",
-           "preference_accuracy_before", "preference_accuracy", "preference_loss")
+           "preference_accuracy_before", "preference_accuracy", "preference_loss", "machine")
 #: Columns only some studies fill (preference tuning); empty elsewhere.
 OPTIONAL_FLOATS = ("heldout_loss_before", "preference_accuracy_before", "preference_accuracy",
                    "preference_loss")
@@ -84,8 +84,7 @@ class ResultsFile:
     def append(self, row: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.is_file() or self.path.stat().st_size == 0
-        # An older file keeps its own columns (a study that fills none of the new ones).
-        columns = COLUMNS if new else self.path.open().readline().strip().split(",")
+        columns = COLUMNS if new else self._columns()
         with self.path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             if new:
@@ -95,6 +94,27 @@ class ResultsFile:
             handle.flush()
             os.fsync(handle.fileno())
         self.rows[key_of(row["task"], row["method"], row["lr"], row["seed"])] = row
+
+    def _columns(self) -> list[str]:
+        """The file's columns, widened first if it was written before some of today's
+        (its rows keep their values; the new columns are empty in them)."""
+        with self.path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+        missing = [name for name in COLUMNS if name not in columns]
+        if missing:
+            columns += missing
+            widened = self.path.with_suffix(".csv.tmp")
+            with widened.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns, restval="",
+                                        extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+                handle.flush()
+                os.fsync(handle.fileno())
+            widened.replace(self.path)  # whole or not at all, even on a crash
+        return columns
 
     def best_rate(self, task: str, method: str, seed: int) -> float:
         """The swept rate with the lowest held-out loss (or the study's select_by) at
@@ -213,8 +233,9 @@ class StudyRunner:
             "train_loss": metrics["final_train_loss_mean10"],
             "heldout_loss": metrics["final_eval_loss"], "seconds": metrics["wall_seconds"],
             "phase": phase, **{name: metrics.get(name) for name in (
-                "preference_accuracy_before", "preference_accuracy", "preference_loss")},
+                "preference_accuracy_before", "preference_accuracy", "preference_loss", "machine")},
             "heldout_loss_before": metrics.get("initial_eval_loss")
             if self.study.select_by == "preference_loss" else None,
+            "machine": metrics.get("machine"),  # where it ran (a Ray worker's, too)
         })
         self.bar.update(1)

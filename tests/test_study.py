@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from qtune.finetune.train import train
 from qtune.study.config import StudyConfig, extend_sweep
-from qtune.study.runner import ResultsFile, StudyRunner
+from qtune.study.runner import COLUMNS, ResultsFile, StudyRunner
 
 from qtune.cli import main
 from qtune.errors import QtuneError
@@ -126,6 +126,30 @@ def test_runs_from_another_study_config_are_refused(tmp_path):
     other = tiny_study(Path("/m"), tmp_path, train={**study.train, "steps": 3})
     with pytest.raises(QtuneError, match="different study config.*another `output`"):
         ResultsFile(tmp_path / "runs.csv", other)
+
+
+def test_an_older_runs_csv_is_widened_to_today_s_columns_and_rows_say_where_they_ran(tmp_path):
+    """A file written before the machine column keeps its rows; new rows record their
+    machine, and the report counts the runs by machine."""
+    from qtune.study.report import machines_text
+
+    study = tiny_study(Path("/m"), tmp_path)
+    path = tmp_path / "runs.csv"
+    old_columns = "study,fingerprint,task,method,trainable_params,lr,seed,steps,train_loss,heldout_loss,seconds,phase"
+    path.write_text(f"{old_columns}\ntiny,{study.fingerprint('lora')},math,lora,10,0.001,0,2,1.0,2.0,1,sweep\n")
+    results = ResultsFile(path, study)
+    results.append({"study": "tiny", "fingerprint": results.fingerprint("lora"), "task": "math",
+                    "method": "lora", "trainable_params": 10, "lr": 1e-2, "seed": 0,
+                    "steps": 2, "train_loss": 1.5, "heldout_loss": 2.5, "seconds": 1,
+                    "phase": "sweep", "machine": "x86_64 (AVX2 only)"})
+    found = rows(path)
+    assert [(r["lr"], r["heldout_loss"], r["machine"]) for r in found] == [
+        ("0.001", "2.0", ""), ("0.01", "2.5", "x86_64 (AVX2 only)")]
+    assert list(csv.DictReader(path.open()).fieldnames) == list(COLUMNS)
+    again = ResultsFile(path, study)
+    assert len(again.rows) == 2 and not list(tmp_path.glob("*.tmp"))
+    assert machines_text(list(again.rows.values())) == (
+        "Runs by machine: not recorded (1 run); x86_64 (AVX2 only) (1 run).")
 
 
 def test_studies_share_runs_csv_and_reuse_the_runs_of_the_methods_they_share(tmp_path):
