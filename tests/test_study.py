@@ -152,6 +152,19 @@ def test_an_older_runs_csv_is_widened_to_today_s_columns_and_rows_say_where_they
         "Runs by machine: not recorded (1 run); x86_64 (AVX2 only) (1 run).")
 
 
+@pytest.mark.parametrize(("flags", "named"), [
+    ({"avx2", "fma"}, "AVX2 only"),
+    ({"avx2", "avx512f"}, "AVX-512"),
+    ({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, "AVX-512, native bf16, AMX"),
+    (set(), "no AVX2"),
+])
+def test_a_run_names_its_cpu_s_class(flags, named, monkeypatch):
+    from qtune import hardware
+
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
+    assert hardware.cpu_class() == named
+
+
 def test_studies_share_runs_csv_and_reuse_the_runs_of_the_methods_they_share(tmp_path):
     circuit = tiny_study(Path("/m"), tmp_path)
     results = ResultsFile(tmp_path / "runs.csv", circuit)
