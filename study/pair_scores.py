@@ -65,17 +65,21 @@ def right_before_after(runs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def gain_cells(runs: list[dict]) -> list[str]:
-    """Table cells for one method: examples, seeds, accuracy before, after, and the
-    change with its 95% paired bootstrap interval over examples and p."""
+    """Table cells for one method: examples, seeds, accuracy before, after, the change
+    with its 95% paired bootstrap interval over examples and p, and the mean score's
+    change with its interval (how far the answers moved, right or not)."""
     from qtune.eval.stats import paired_bootstrap
 
     if not runs:
-        return ["n/a"] * 5
+        return ["n/a"] * 6
     before, after = right_before_after(runs)
     change = paired_bootstrap(after, before)
+    scores_after = np.mean([run["after"] for run in runs], axis=0)
+    moved = paired_bootstrap(scores_after, np.asarray(runs[0]["before"]))
     return [str(before.size), str(len(runs)), f"{100 * before.mean():.1f}",
             f"{100 * after.mean():.1f}",
-            f"{change.difference.format(scale=100, digits=1)}, p {change.p_value:.2g}"]
+            f"{change.difference.format(scale=100, digits=1)}, p {change.p_value:.2g}",
+            moved.difference.format(digits=3)]
 
 
 def gain_difference(a_runs: list[dict], b_runs: list[dict]) -> str:

@@ -187,9 +187,11 @@ def pair_table(study: StudyConfig, results: ResultsFile, summaries: dict,
     kept = kept_scores(study, results, summaries, task)
     lines = ["Per held-out example, at each method's best rate: right before (the start "
              "adapter), the share of seeds right after, and the change with its 95% paired "
-             "bootstrap interval over the examples (percentage points):", "",
+             "bootstrap interval over the examples (percentage points); and how far the mean score "
+             "moved (log-probability per token of the preferred answer minus the other's, "
+             "for DPO; positive is toward the preferred):", "",
              "| method | examples | seeds | accuracy before | accuracy after | change [95% CI], "
-             "p |", "|---|---:|---:|---:|---:|---|"]
+             "p | score change [95% CI] |", "|---|---:|---:|---:|---:|---|---|"]
     lines += [f"| {method} | " + " | ".join(gain_cells(runs)) + " |"
               for method, runs in kept.items()]
     for a, b, _ in questions(study):

@@ -396,8 +396,9 @@ def test_pair_scores_are_kept_per_run_and_tested_paired_over_examples(tmp_path):
     assert before.tolist() == [1, 0, 0, 0] and after.tolist() == [1, 1, 0.5, 0]
     cells = gain_cells(runs)
     assert cells[:4] == ["4", "2", "25.0", "62.5"] and cells[4].startswith("37.5 [")
+    assert cells[5].startswith("0.88")  # the mean score: -0.625 before, 0.2625 after
     assert gain_difference(runs, runs).startswith("0.0 [0.0, 0.0]")
-    assert gain_cells([]) == ["n/a"] * 5
+    assert gain_cells([]) == ["n/a"] * 6
     assert "25.0% → 62.5%, 37.5 [" in gain_verdict(runs) and "4 examples, 2 seeds" in gain_verdict(runs)
     better = [{"before": [-1.0] * 20, "after": [1.0] * 20}]
     assert gain_verdict(better).startswith("**yes**, it rose (0.0% → 100.0%")
