@@ -31,7 +31,11 @@ from qtune.finetune.objectives import (
     micro_batch_contexts,
     reduce_sum,
 )
-from qtune.finetune.preference_data import PreferenceExample, preference_examples
+from qtune.finetune.preference_data import (
+    PreferenceExample,
+    examples_digest,
+    preference_examples,
+)
 
 from qtune.vocab import IGNORE_INDEX
 
@@ -96,6 +100,7 @@ class PreferenceObjective:
                  rank: int, world: int) -> None:
         self.config, self.tokenizer, self.rank, self.world = config, tokenizer, rank, world
         self.train, self.held, self.held_name = preference_examples(config)
+        self.data_digest = examples_digest(self.train, self.held)
         if config.max_train_examples:
             self.train = self.train[: config.max_train_examples]
         self.sft_held_out = eval_batches(eval_records, tokenizer, config, rank, world)
@@ -216,6 +221,7 @@ class PreferenceObjective:
                 "preference_pairs" if self.config.objective == "dpo" else "preference_ratings":
                     len(self.train),
                 "preference_heldout": f"{self.held_name}",
+                "preference_data_digest": self.data_digest,
                 "preference_accuracy_before": first.get("preference_accuracy"),
                 "preference_accuracy": last.get("preference_accuracy"),
                 "preference_loss_before": first.get("preference_loss"),

@@ -42,7 +42,8 @@ class ScoresFile:
         """Keep a run's scores, when its objective gave them (preference tuning)."""
         if "preference_scores" not in metrics:
             return
-        run = {**cell, "before": metrics["preference_scores_before"],
+        run = {**cell, "data": metrics.get("preference_data_digest"),
+               "before": metrics["preference_scores_before"],
                "after": metrics["preference_scores"]}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
@@ -50,6 +51,11 @@ class ScoresFile:
             handle.flush()
             os.fsync(handle.fileno())
         self.runs[self._key(run)] = run
+
+    def data_digests(self, task: str) -> set[str]:
+        """The digests of the preference data the kept runs of ``task`` trained on."""
+        return {run["data"] for run in self.runs.values()
+                if run["task"] == task and run.get("data")}
 
     def of(self, fingerprint: str, task: str, method: str, rows: list[dict]) -> list[dict]:
         """The kept scores of these runs.csv rows (one method, its best rate)."""

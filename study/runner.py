@@ -166,6 +166,7 @@ class StudyRunner:
                         dynamic_ncols=True, position=1)
         try:
             for task in self.study.tasks:  # one task's answer is complete before the next
+                self._check_preference_data(task)
                 best = self._sweep_rounds(task)
                 self._run_round([(task, method, lr, seed, "seeds")
                                  for method, lr in best.items()
@@ -173,6 +174,25 @@ class StudyRunner:
         finally:
             self.bar.close()
         return self.results
+
+    def _check_preference_data(self, task: str) -> None:
+        """A preference study's runs of one task must train and score on the same pairs;
+        generated pairs (math) can differ from one machine to the next."""
+        recorded = self.scores.data_digests(task)
+        if not recorded:
+            return
+        from qtune.finetune.preference_data import examples_digest, preference_examples
+
+        config = self.study.run_config(task, self.study.methods[0], 1e-3, self.study.seeds[0],
+                                       self.runs_root / "data-check")
+        here = examples_digest(*preference_examples(config)[:2])
+        if recorded != {here}:
+            raise QtuneError(
+                f"{task}: the preference data here ({config.preferences}, digest {here}) is not "
+                f"what this study's finished {task} runs used ({', '.join(sorted(recorded))}; "
+                f"{self.scores.path}). Copy the data they used to this machine (math pairs: "
+                "$QTUNE_HOME/preferences/math-*.jsonl from the machine that made them), or "
+                f"start {task} afresh in another `output`.")
 
     def _sweep_rounds(self, task: str) -> dict[str, float]:
         """Every method's sweep at the first seed as one round, then one round per

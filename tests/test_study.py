@@ -346,6 +346,11 @@ def test_a_preference_study_chooses_rates_by_the_preference_loss(tiny_model_dir,
     assert "| lora | 3 | 1 |" in text and "Change of qwth minus change of lora" in text
     elsewhere = write_report(study, results, tmp_path / "elsewhere" / "r.md", "qtune study")
     assert "(../out/runs.csv)" in elsewhere.read_text()  # links from where it was written
+    # other pairs than the finished runs used (math pairs made on another machine): refused
+    assert len({run["data"] for run in kept}) == 1 and len(kept[0]["data"]) == 12
+    pairs.write_text(pairs.read_text().replace("no", "nope"))
+    with pytest.raises(QtuneError, match="not what this study's finished math runs used"):
+        StudyRunner(study, runs_root=tmp_path / "runs", progress=False).run()
     assert "Objective: DPO (beta 0.5)" in text and "(math) preferences" in text
     with pytest.raises(QtuneError, match="set select_by to match"):
         tiny_study(tiny_model_dir, tmp_path / "x", train=budget,
