@@ -129,6 +129,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pairs.add_argument("--api-key", help="its key (default: $QTUNE_API_KEY)")
     pairs.add_argument("--max-tokens", type=int, default=256,
                        help="longest answer (default: 256)")
+    pairs.add_argument("--answers", type=Path, metavar="DIR",
+                       help="a folder of the model's answers (math-<split>.t<max-tokens>.jsonl): "
+                       "those it holds are reused, the missing ones asked and added, so "
+                       "the same folder gives the same pairs on any machine (default: "
+                       "the cache under $QTUNE_HOME)")
     pairs.set_defaults(func=_pairs)
 
     stats = commands.add_parser(
@@ -254,7 +259,8 @@ def _pairs(args: argparse.Namespace) -> int:
 
     for split, limit in (("train", args.train_problems), ("dev", args.dev_problems)):
         path, kept, asked = generate(split, limit, args.api_base,
-                                     args.api_key or settings().api_key, args.max_tokens)
+                                     args.api_key or settings().api_key, args.max_tokens,
+                                     answers=args.answers)
         print(f"math {split}: {kept} pairs from {asked} problems (the base model was wrong "
               f"on {kept}) -> {path}")
     return 0

@@ -3,7 +3,8 @@ itself gave to the same problem (the usual construction of math DPO data).
 
 The base model answers the first N problems of a split greedily through vLLM (a server
 started here, or ``--api-base``); every answer whose final number is wrong gives a pair.
-Answers are cached per problem (an interrupted run resumes), and the pairs are written to
+Answers are cached per problem (an interrupted run resumes), or kept in a folder of one's
+choice (``--answers``) that can travel with a study, and the pairs are written to
 ``$QTUNE_HOME/preferences/math-<split>.jsonl`` (TRL's preference form plus their origin),
 which ``--preferences math`` reads: train pairs to train, dev pairs to score.
 """
@@ -40,16 +41,24 @@ def pairs_from_answers(items: list, answers: list[dict], model: str) -> list[dic
     return pairs
 
 
+def answers_file(folder: Path, split: str, max_tokens: int) -> Path:
+    """An answers folder's file of one split (the tag keeps other answer lengths apart)."""
+    return folder / f"math-{split}.t{max_tokens}.jsonl"
+
+
 def generate(split: str, limit: int, api_base: str | None = None, api_key: str | None = None,
-             max_tokens: int = 256, concurrency: int = 8) -> tuple[Path, int, int]:
-    """Write the pairs of ``split``; (their file, pairs, problems asked)."""
+             max_tokens: int = 256, concurrency: int = 8,
+             answers: Path | None = None) -> tuple[Path, int, int]:
+    """Write the pairs of ``split``; (their file, pairs, problems asked). ``answers``: a
+    folder of the model's answers to reuse, and to add the missing ones to (the same
+    answers give the same pairs on any machine; the model is asked nothing it answered)."""
     from qtune.eval.items import math_items
     from qtune.eval.runner import ResultCache, cache_path, run_items
     from qtune.eval.scoring import chat_reply, make_client
 
     items = math_items(split, limit=limit)
-    cache = ResultCache(cache_path("pairs", "gsm8k", split, DEFAULT_BASE_MODEL, "base",
-                                   f"t{max_tokens}"))
+    cache = ResultCache(answers_file(answers, split, max_tokens) if answers else cache_path(
+        "pairs", "gsm8k", split, DEFAULT_BASE_MODEL, "base", f"t{max_tokens}"))
 
     def ask(client):
         def one(item):
@@ -57,8 +66,11 @@ def generate(split: str, limit: int, api_base: str | None = None, api_key: str |
             return {"output": output, "finish_reason": finish, "completion_tokens": tokens}
         return one
 
-    if api_base:
-        answers = run_items(items, ask(make_client(api_base, api_key)), cache, concurrency,
+    cached = cache.load()
+    if all(item.id in cached for item in items):  # nothing to ask: no server needed
+        replies = [cached[item.id] for item in items]
+    elif api_base:
+        replies = run_items(items, ask(make_client(api_base, api_key)), cache, concurrency,
                             desc=f"math {split}")
     else:
         from qtune.eval.evaluate import free_port
@@ -66,9 +78,9 @@ def generate(split: str, limit: int, api_base: str | None = None, api_key: str |
 
         with VLLMServer(ServeConfig(port=free_port(), adapters_dir=None)) as server:
             server.start(wait=True)
-            answers = run_items(items, ask(make_client(server.api_base, None)), cache,
+            replies = run_items(items, ask(make_client(server.api_base, None)), cache,
                                 concurrency, desc=f"math {split}")
-    pairs = pairs_from_answers(items, answers, DEFAULT_BASE_MODEL)
+    pairs = pairs_from_answers(items, replies, DEFAULT_BASE_MODEL)
     path = math_pairs_path(split)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")

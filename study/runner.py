@@ -190,9 +190,9 @@ class StudyRunner:
             raise QtuneError(
                 f"{task}: the preference data here ({config.preferences}, digest {here}) is not "
                 f"what this study's finished {task} runs used ({', '.join(sorted(recorded))}; "
-                f"{self.scores.path}). Copy the data they used to this machine (math pairs: "
-                "$QTUNE_HOME/preferences/math-*.jsonl from the machine that made them), or "
-                f"start {task} afresh in another `output`.")
+                f"{self.scores.path}). Rebuild the data they used (math pairs: `qtune data "
+                "pairs math --answers` with the answers they came from, as the study file "
+                f"says), or start {task} afresh in another `output`.")
 
     def _sweep_rounds(self, task: str) -> dict[str, float]:
         """Every method's sweep at the first seed as one round, then one round per

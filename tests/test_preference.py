@@ -221,3 +221,26 @@ def test_math_pairs_keep_the_model_s_wrong_answers_only(data_dir, tmp_path, monk
         TrainConfig(method="lora", objective="dpo", preferences="math"))
     assert len(train) == len(held) == 1 and name == "math dev pairs"
     assert train[0].origin["rejected_model"] == "smollm2-135m-instruct"
+
+
+def test_math_pairs_from_an_answers_folder_need_no_server(data_dir, tmp_path, monkeypatch):
+    """`qtune data pairs math --answers DIR`: answers the folder holds are not asked again
+    (here nothing is asked: no server starts), and the pairs follow from them alone."""
+    from qtune.eval.items import math_items
+    from qtune.finetune.math_pairs import answers_file
+
+    from qtune.cli import main
+
+    monkeypatch.setenv("QTUNE_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "answers"
+    folder.mkdir()
+    for split in ("train", "dev"):
+        items = math_items(split, limit=3)
+        rows = [{"id": items[0].id, "output": f"#### {items[0].reference}"},  # right
+                {"id": items[1].id, "output": "#### -1"}, {"id": items[2].id, "output": "#### -2"}]
+        answers_file(folder, split, 256).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["data", "pairs", "math", "--train-problems", "3", "--dev-problems", "3",
+                 "--answers", str(folder)]) == 0
+    for split in ("train", "dev"):
+        made = (tmp_path / "home" / "preferences" / f"math-{split}.jsonl").read_text()
+        assert [json.loads(line)["rejected"] for line in made.splitlines()] == ["#### -1", "#### -2"]
