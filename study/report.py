@@ -118,6 +118,11 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
             shown = f" ({a} − {b} = {diff[0]:+.4f} over {diff[4]} seeds)" if diff[4] >= 2 else ""
             answers.append(f"{task}: {verdict(diff, screened_only(study, a, b))}{shown}")
         lines.append(f"- {question} " + "; ".join(answers) + ".")
+    sized = {task: size_answer(by_method) for task, by_method in summaries.items()}
+    if any(sized.values()):
+        lines += ["", "At QWTH's size (the methods within a factor of 2 of its trainable "
+                  "parameters), each at its own best rate:", ""]
+        lines += [f"- {task}: {answer}" for task, answer in sized.items() if answer]
     if study.select_by == "preference_loss":
         lines += ["", "Held-out preference accuracy, before and after, paired over the "
                   "held-out examples (95% bootstrap interval of the change):", ""]
@@ -125,6 +130,32 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
             f"{task}: {gain_verdict(kept_scores(study, results, by_method, task)[method])}"
             for task, by_method in summaries.items()) + "." for method in study.methods]
     return lines + [""]
+
+
+def size_answer(summaries: dict, reference: str = "qwth", factor: float = 2.0) -> str | None:
+    """Which adapter is best near QWTH's size, by how much, and which QWTH sizes are on
+    the Pareto frontier; None where the study has nothing else of that size."""
+    own = summaries.get(reference)
+    if own is None or not own.losses or not own.trainable:
+        return None
+    near = [s for m, s in summaries.items() if s.losses and s.trainable
+            and own.trainable / factor <= s.trainable <= own.trainable * factor]
+    if not any(not s.method.startswith(reference) for s in near):
+        return None
+    best = min(near, key=lambda s: s.interval()[0])
+    frontier = [(m, size) for m, size, _ in pareto_frontier(summaries) if m.startswith(reference)]
+    on_frontier = ", ".join(f"{m} ({size:,})" for m, size in frontier) or "none"
+    seeds = min(len(best.losses), len(own.losses))
+    provisional = " (compared at one seed: provisional)" if seeds < 2 else f" (means over {seeds} seeds)"
+    if best.method == reference:
+        lead = f"{reference} is the best ({own.interval()[0]:.4f}{provisional})"
+    else:
+        diff = paired(best, own)
+        tested = f", p = {diff[3]:.2g}" if diff[3] is not None else ""
+        lead = (f"the best is {best.method} ({best.trainable:,} parameters): "
+                f"{best.interval()[0]:.4f} against {reference}'s {own.interval()[0]:.4f}, "
+                f"{own.interval()[0] - best.interval()[0]:.4f} lower{tested}{provisional}")
+    return f"{lead}. QWTH variants on the Pareto frontier: {on_frontier}."
 
 
 def sweep_table(study: StudyConfig, results: ResultsFile, task: str) -> list[str]:

@@ -409,3 +409,24 @@ def test_pair_scores_are_kept_per_run_and_tested_paired_over_examples(tmp_path):
     assert gain_verdict(better).startswith("**yes**, it rose (0.0% → 100.0%")
     assert gain_verdict([{"before": [1.0] * 20, "after": [-1.0] * 20}]).startswith("**no**, it fell")
     assert gain_verdict([]) == "not measured yet"
+
+
+def test_the_report_says_which_adapter_is_best_at_qwth_s_size():
+    from qtune.study.report import size_answer
+    from qtune.study.summary import MethodSummary
+
+    def method(name, size, losses):
+        by_seed = dict(enumerate(losses))
+        return MethodSummary(name, 1e-3, size, by_seed, by_seed, {})
+
+    summaries = {"qwth": method("qwth", 44160, [1.16, 1.17, 1.15]),
+                 "lora-r1": method("lora-r1", 57600, [1.14, 1.16, 1.13]),
+                 "lora": method("lora", 460800, [1.13, 1.14, 1.12]),
+                 "qwth-tt2": method("qwth-tt2", 17880, [1.17])}
+    answer = size_answer(summaries)
+    assert answer.startswith("the best is lora-r1 (57,600 parameters): 1.1433 against "
+                             "qwth's 1.1600, 0.0167 lower, p = ")
+    assert answer.endswith("(means over 3 seeds). QWTH variants on the Pareto frontier: "
+                           "qwth-tt2 (17,880), qwth (44,160).")
+    del summaries["lora-r1"]  # nothing else of its size: no answer
+    assert size_answer(summaries) is None
