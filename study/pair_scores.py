@@ -118,3 +118,19 @@ def gain_verdict(runs: list[dict]) -> str:
     if change.difference.high < 0:
         return f"**no**, it fell ({shown})"
     return f"**no** clear change ({shown})"
+
+
+def kept_scores(study, results, summaries: dict, task: str) -> dict[str, list[dict]]:
+    """Each method's held-out example scores at its best rate (``summaries`` from
+    :func:`qtune.study.summary.summarize`), one entry per seed."""
+    scores = ScoresFile(study.output_dir / SCORES_FILE)
+    return {method: scores.of(results.fingerprint(method), task, method, list(s.rows.values()))
+            for method, s in summaries.items()}
+
+
+def accuracy_interval(right: np.ndarray) -> tuple[float, float, float]:
+    """(mean, low, high) of a per-example share right: the 95% bootstrap interval."""
+    from qtune.eval.stats import bootstrap_mean
+
+    estimate = bootstrap_mean(right)
+    return estimate.value, estimate.low, estimate.high

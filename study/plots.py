@@ -1,5 +1,7 @@
 """The study's figure per task: held-out loss against trainable parameters (each method
-at its best rate, mean and range over seeds) and against the learning rate (the sweep)."""
+at its best rate, mean and range over seeds) and against the learning rate (the sweep).
+A preference study shows its held-out preference accuracy before and after instead of
+the size panel."""
 
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -
     if not any(s.losses for s in summaries.values()):
         return None
     figure, (size_axis, rate_axis) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
+    if study.select_by == "preference_loss":
+        plot_preference_change(size_axis, study, results, summaries, task)
+        return _finish(figure, (size_axis, rate_axis), study, results, task, path)
     for method, summary in summaries.items():
         colour = COLOURS.get(method)
         if summary.losses and summary.trainable:
@@ -44,14 +49,22 @@ def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -
                                fmt="o", capsize=4, color=colour,
                                label=f"{method} ({len(values)} seed{'s' * (len(values) > 1)})")
     draw_frontier(size_axis, pareto_frontier(summaries))
-    plot_sweeps(rate_axis, study, results, task)
     size_axis.set_xscale("log")
     size_axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(thousands))
     size_axis.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(thousands))
     size_axis.set_xlabel("trainable parameters (log)")
     size_axis.set_ylabel(f"{study.select_by.replace('_', ' ')} at the best rate (mean, range "
                          "over seeds)")
-    for axis in (size_axis, rate_axis):
+    return _finish(figure, (size_axis, rate_axis), study, results, task, path)
+
+
+def _finish(figure: Any, axes: tuple, study: StudyConfig, results: ResultsFile, task: str,
+            path: Path) -> Path:
+    """The sweep on the right, legends, title, and the file."""
+    import matplotlib.pyplot as plt
+
+    plot_sweeps(axes[1], study, results, task)
+    for axis in axes:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle(f"{study.name}: {task}")
@@ -60,6 +73,29 @@ def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def plot_preference_change(axis: Any, study: StudyConfig, results: ResultsFile,
+                           summaries: dict, task: str) -> None:
+    """Held-out preference accuracy before and after tuning, each method at its best rate
+    (after: the share of its seeds right, per example), with 95% bootstrap intervals over
+    the held-out examples."""
+    from qtune.study.pair_scores import accuracy_interval, kept_scores, right_before_after
+
+    for offset, (method, runs) in enumerate(kept_scores(study, results, summaries, task).items()):
+        if not runs:
+            continue
+        points = [accuracy_interval(share) for share in right_before_after(runs)]
+        xs = [0 + 0.06 * offset, 1 + 0.06 * offset]
+        means = [100 * mean for mean, _, _ in points]
+        axis.errorbar(xs, means, yerr=[[100 * (m - lo) for m, lo, _ in points],
+                                       [100 * (hi - m) for m, _, hi in points]],
+                      fmt="o-", capsize=4, color=COLOURS.get(method),
+                      label=f"{method} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+    axis.axhline(50, color="black", alpha=0.3, linestyle=":", label="chance")
+    axis.set_xticks([0, 1], ["before (start adapter)", "after"])
+    axis.set_xlim(-0.4, 1.6)
+    axis.set_ylabel("held-out preference accuracy, % (95% bootstrap interval)")
 
 
 def draw_frontier(axis: Any, frontier: list[tuple[str, int, float]]) -> None:

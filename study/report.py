@@ -105,7 +105,7 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
 
 def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
     """The plain answers, each question across the tasks (details per task below)."""
-    from qtune.study.pair_scores import gain_verdict
+    from qtune.study.pair_scores import gain_verdict, kept_scores
 
     summaries = {task: summarize(results, study, task) for task in study.tasks}
     label = METRIC_LABELS[study.select_by]
@@ -213,7 +213,7 @@ def pair_table(study: StudyConfig, results: ResultsFile, summaries: dict,
                task: str) -> list[str]:
     """Did tuning move each method, and QWTH more than LoRA? Paired over the held-out
     examples, which are the smaller sample here (see :mod:`qtune.study.pair_scores`)."""
-    from qtune.study.pair_scores import gain_cells, gain_difference
+    from qtune.study.pair_scores import gain_cells, gain_difference, kept_scores
 
     kept = kept_scores(study, results, summaries, task)
     lines = ["Per held-out example, at each method's best rate: right before (the start "
@@ -229,16 +229,6 @@ def pair_table(study: StudyConfig, results: ResultsFile, summaries: dict,
         lines += ["", f"Change of {a} minus change of {b}, paired over the examples: "
                   f"{gain_difference(kept[a], kept[b])}."]
     return lines
-
-
-def kept_scores(study: StudyConfig, results: ResultsFile, summaries: dict,
-                task: str) -> dict[str, list[dict]]:
-    """Each method's held-out example scores at its best rate, one entry per seed."""
-    from qtune.study.pair_scores import SCORES_FILE, ScoresFile
-
-    scores = ScoresFile(study.output_dir / SCORES_FILE)
-    return {method: scores.of(results.fingerprint(method), task, method, list(s.rows.values()))
-            for method, s in summaries.items()}
 
 
 def _precision(setting: str) -> str:
