@@ -8,10 +8,10 @@ ifneq ($(wildcard ../shared/datasets),)
 export QTUNE_DATA_DIR ?= $(abspath ../shared/datasets)
 endif
 
-.PHONY: help setup run serve ui test test-fast lint docs bench finetune-all eval-all study study-designs screenshots clean
+.PHONY: help setup run serve ui test test-fast lint docs bench finetune-all eval-all study study-designs study-frontier study-preference screenshots clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
 
 setup:  ## create .venv, install pinned packages, prepare the embedded model (idempotent)
 	scripts/setup.sh
@@ -47,6 +47,13 @@ study: setup  ## run (or resume) the fair study of studies/circuit.toml -> docs/
 
 study-designs: setup  ## run (or resume) the quantum-designs study, studies/designs.toml -> docs/study-designs.md (hours)
 	$(BIN)/qtune study --config studies/designs.toml
+
+study-frontier: setup  ## run (or resume) the compact-adapter frontier, studies/frontier.toml -> docs/study-frontier.md (hours)
+	$(BIN)/qtune study --config studies/frontier.toml
+
+study-preference: setup  ## run (or resume) DPO on CounselChat's upvotes and math pairs, studies/preference.toml -> docs/study-preference.md (hours)
+	$(BIN)/qtune data pairs math --answers studies/preference-answers
+	$(BIN)/qtune study --config studies/preference.toml
 
 screenshots: setup  ## rerun the browser tests and copy their screenshots into docs/screenshots
 	$(BIN)/python -m pytest -q -m browser tests/test_ui_browser.py
