@@ -193,9 +193,10 @@ class TrainConfig:
     def eval_split(self) -> str:
         return EVAL_SPLITS.get(self.task, "held-out")
 
-    def validate(self) -> TrainConfig:
+    def validate(self, read_data: bool = True) -> TrainConfig:
         """Raise QtuneError naming the first bad setting (adapter and device included);
-        cheap enough to run before any model or data loads. Returns self."""
+        cheap enough to run before any model or data loads. Returns self. ``read_data``
+        False skips reading an assistant's or the preference data (a report needs none)."""
         choices = {"task": (*TASKS, CHAT_TASK), "method": method_names(),
                    "mixed_precision": MIXED_PRECISION, "eval_pool": EVAL_POOLS,
                    "objective": OBJECTIVES}
@@ -221,8 +222,8 @@ class TrainConfig:
             raise QtuneError("max_train_examples must be a positive integer (or unset)")
         self._adopt_start_adapter()
         get_method(self.method).validate(self.adapter)
-        self._validate_assistant()
-        self._validate_preferences()
+        self._validate_assistant(read_data)
+        self._validate_preferences(read_data)
         return self
 
     def _adopt_start_adapter(self) -> None:
@@ -248,7 +249,7 @@ class TrainConfig:
         if hasattr(self.adapter, "seed"):
             self.adapter.seed = self.seed
 
-    def _validate_preferences(self) -> None:
+    def _validate_preferences(self, read_data: bool = True) -> None:
         """dpo/kto need preference data, checked now (before anything loads)."""
         if self.objective == "sft":
             if self.preferences:
@@ -259,11 +260,12 @@ class TrainConfig:
                              "math, a `qtune feedback export` folder or a JSONL file)")
         if not self.beta > 0:
             raise QtuneError(f"beta must be positive, got {self.beta!r}")
-        from qtune.finetune.preference_data import check_preferences
+        if read_data:
+            from qtune.finetune.preference_data import check_preferences
 
-        check_preferences(self)
+            check_preferences(self)
 
-    def _validate_assistant(self) -> None:
+    def _validate_assistant(self, read_data: bool = True) -> None:
         """The assistant exists and fits the task; its own data is read and checked now,
         before any model loads, and a bad row is refused as `qtune data check` names it."""
         if not self.assistant:
@@ -282,6 +284,6 @@ class TrainConfig:
                 f"tasks {', '.join(assistant.tasks)}"
             raise QtuneError(f"assistant {assistant.name!r} trains on {data}, not task "
                              f"{self.task!r}: leave --task unset")
-        if assistant.own_data:
+        if assistant.own_data and read_data:
             for source in filter(None, assistant_sources(assistant)):
                 load_chat_source(source)

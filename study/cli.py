@@ -42,7 +42,8 @@ def _study(args: argparse.Namespace) -> int:
     from qtune.study.report import write_report
     from qtune.study.runner import RUNS_FILE, ResultsFile, StudyRunner
 
-    study = StudyConfig.from_toml(args.config)
+    # A report needs the rows, not the data: it can be written where the data is absent.
+    study = StudyConfig.from_toml(args.config, read_data=not args.report_only)
     if args.report_only:
         results = ResultsFile(study.output_dir / RUNS_FILE, study)
     elif args.ray_address:

@@ -129,7 +129,7 @@ class StudyConfig:
     preferences: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_toml(cls, path: Path) -> StudyConfig:
+    def from_toml(cls, path: Path, read_data: bool = True) -> StudyConfig:
         from qtune.finetune.cli import read_toml
 
         values = read_toml(path)
@@ -149,9 +149,9 @@ class StudyConfig:
             config = cls(**{"name": path.stem, **values})
         except TypeError as error:
             raise QtuneError(f"{path}: {error}") from error
-        return config.validate(str(path))
+        return config.validate(str(path), read_data)
 
-    def validate(self, where: str = "study") -> StudyConfig:
+    def validate(self, where: str = "study", read_data: bool = True) -> StudyConfig:
         for task in self.tasks:
             if task not in TASKS:
                 raise QtuneError(f"{where}: unknown task {task!r}: choose from {', '.join(TASKS)}")
@@ -194,7 +194,8 @@ class StudyConfig:
         if unknown:
             raise QtuneError(f"{where}: [preferences] names {', '.join(unknown)}, not among "
                              "the study's tasks")
-        budget = self.run_config(self.tasks[0], self.methods[0], 1e-3, 0, Path("/tmp/check"))
+        budget = self.run_config(self.tasks[0], self.methods[0], 1e-3, 0, Path("/tmp/check"),
+                                 read_data)
         dev = budget.eval_batches * budget.batch_size
         if dev < MIN_DEV_EXAMPLES:
             raise QtuneError(f"{where}: the held-out set is {dev} examples (eval_batches x "
@@ -211,8 +212,9 @@ class StudyConfig:
                                      for m in self.methods)
 
     def run_config(self, task: str, method: str, lr: float, seed: int,
-                   output: Path) -> TrainConfig:
-        """The fine-tuning run of one grid cell (validated)."""
+                   output: Path, read_data: bool = True) -> TrainConfig:
+        """The fine-tuning run of one grid cell (validated; its data read unless
+        ``read_data`` is False, as for a report)."""
         # No step-0 evaluation: every adapter starts as the base model, and the study
         # compares final losses (one held-out pass saved per run).
         # A preference study measures the start too (accuracy before, after).
@@ -226,7 +228,7 @@ class StudyConfig:
             start = values["start_from"].format(task=task, method=method)
             values["start_from"] = str(start if Path(start).is_absolute()
                                        else PROJECT_ROOT / start)
-        return TrainConfig.from_dict(values).validate()
+        return TrainConfig.from_dict(values).validate(read_data)
 
     def _budget_for(self, adapter_method: str) -> dict[str, Any]:
         """The shared budget without the settings the method has not got (the circuit's

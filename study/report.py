@@ -242,7 +242,8 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
     path = (path or study.report_path).resolve()  # links below are relative to it
     rows = [r for r in results.rows.values() if r["task"] in study.tasks]
     hours = sum(float(r.get("seconds") or 0) for r in rows) / 3600
-    budget = study.run_config(study.tasks[0], study.methods[0], 1e-3, 0, Path("x"))
+    budget = study.run_config(study.tasks[0], study.methods[0], 1e-3, 0, Path("x"),
+                              read_data=False)
     planned = study.planned_runs()
     lines = [
         f"# Study `{study.name}`: {study.title}", "",

@@ -431,3 +431,20 @@ def test_the_report_says_which_adapter_is_best_at_qwth_s_size():
                            "qwth-tt2 (17,880), qwth (44,160).")
     del summaries["lora-r1"]  # nothing else of its size: no answer
     assert size_answer(summaries) is None
+
+
+def test_a_report_needs_the_rows_not_the_data(tmp_path, capsys):
+    """--report-only reads no training data (it may be absent where reports are written);
+    a run of the same study file is refused for the missing data before anything loads."""
+    toml = tmp_path / "p.toml"
+    toml.write_text(
+        f'name = "p"\ntasks = ["math"]\nmethods = ["lora", "qwth"]\noutput = "{tmp_path / "out"}"\n'
+        'select_by = "preference_loss"\ncompare_to = ["lora"]\n'
+        '[learning_rates]\nlora = [1e-3, 1e-2]\nqwth = [1e-3, 1e-2]\n'
+        f'[train]\nobjective = "dpo"\npreferences = "{tmp_path / "absent.jsonl"}"\n'
+        'start_from = "adapters/{task}-{method}"\neval_batches = 32\nbatch_size = 4\n')
+    assert main(["study", "--config", str(toml), "--report-only",
+                 "--report", str(tmp_path / "p.md")]) == 0
+    assert "# Study `p`" in (tmp_path / "p.md").read_text()
+    with pytest.raises(QtuneError, match="absent.jsonl"):
+        StudyConfig.from_toml(toml)
