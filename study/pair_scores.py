@@ -70,6 +70,14 @@ def right_before_after(runs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return before.astype(float), after
 
 
+def accuracy_change(runs: list[dict]):
+    """(right before, share right after, their paired bootstrap difference) per example."""
+    from qtune.eval.stats import paired_bootstrap
+
+    before, after = right_before_after(runs)
+    return before, after, paired_bootstrap(after, before)
+
+
 def gain_cells(runs: list[dict]) -> list[str]:
     """Table cells for one method: examples, seeds, accuracy before, after, the change
     with its 95% paired bootstrap interval over examples and p, and the mean score's
@@ -78,8 +86,7 @@ def gain_cells(runs: list[dict]) -> list[str]:
 
     if not runs:
         return ["n/a"] * 6
-    before, after = right_before_after(runs)
-    change = paired_bootstrap(after, before)
+    before, after, change = accuracy_change(runs)
     scores_after = np.mean([run["after"] for run in runs], axis=0)
     moved = paired_bootstrap(scores_after, np.asarray(runs[0]["before"]))
     return [str(before.size), str(len(runs)), f"{100 * before.mean():.1f}",
@@ -104,12 +111,9 @@ def gain_difference(a_runs: list[dict], b_runs: list[dict]) -> str:
 
 def gain_verdict(runs: list[dict]) -> str:
     """A plain answer: did tuning change this method's held-out preference accuracy?"""
-    from qtune.eval.stats import paired_bootstrap
-
     if not runs:
         return "not measured yet"
-    before, after = right_before_after(runs)
-    change = paired_bootstrap(after, before)
+    before, after, change = accuracy_change(runs)
     shown = (f"{100 * before.mean():.1f}% → {100 * after.mean():.1f}%, "
              f"{change.difference.format(scale=100, digits=1)} points over {before.size} "
              f"examples, {len(runs)} seed{'s' if len(runs) != 1 else ''}")

@@ -126,9 +126,11 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
     if study.select_by == "preference_loss":
         lines += ["", "Held-out preference accuracy, before and after, paired over the "
                   "held-out examples (95% bootstrap interval of the change):", ""]
+        kept = {task: kept_scores(study, results, by_method, task)  # one read per task
+                for task, by_method in summaries.items()}
         lines += [f"- Did tuning raise {method}'s accuracy? " + "; ".join(
-            f"{task}: {gain_verdict(kept_scores(study, results, by_method, task)[method])}"
-            for task, by_method in summaries.items()) + "." for method in study.methods]
+            f"{task}: {gain_verdict(by_method[method])}" for task, by_method in kept.items())
+            + "." for method in study.methods]
     return lines + [""]
 
 
