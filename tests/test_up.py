@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ui_fixtures import free_port
 
 STARTUP_S = 1200  # a busy 2-core machine can take minutes to start vLLM
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -43,7 +37,7 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @pytest.mark.slow
 def test_up_serves_the_api_and_the_ui_and_stops_both(tmp_path: Path, embedded_model: Path) -> None:
-    api_port, ui_port = _free_port(), _free_port()
+    api_port, ui_port = free_port(), free_port()
     log = tmp_path / "up.log"
     command = [sys.executable, "-m", "qtune.cli", "up", "--api-port", str(api_port),
                "--port", str(ui_port), "--db", str(tmp_path / "feedback.db"),
