@@ -47,6 +47,17 @@ class PairedDifference:
     difference: Estimate
     p_value: float
 
+    def p_text(self, digits: int = 2) -> str:
+        return bootstrap_p_text(self.p_value, digits)
+
+
+def bootstrap_p_text(p_value: float, digits: int = 2, n_resamples: int = DEFAULT_RESAMPLES) -> str:
+    """A bootstrap p-value as text: 0 only means "below the resampling resolution", so it
+    reads ``< 1/n_resamples``."""
+    if p_value == 0:
+        return f"< {1 / n_resamples:g}"
+    return f"{p_value:.{digits}g}"
+
 
 @dataclass(frozen=True)
 class McNemarResult:

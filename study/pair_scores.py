@@ -91,7 +91,7 @@ def gain_cells(runs: list[dict]) -> list[str]:
     moved = paired_bootstrap(scores_after, np.asarray(runs[0]["before"]))
     return [str(before.size), str(len(runs)), f"{100 * before.mean():.1f}",
             f"{100 * after.mean():.1f}",
-            f"{change.difference.format(scale=100, digits=1)}, p {change.p_value:.2g}",
+            f"{change.difference.format(scale=100, digits=1)}, p {change.p_text()}",
             moved.difference.format(digits=3)]
 
 
@@ -106,7 +106,7 @@ def gain_difference(a_runs: list[dict], b_runs: list[dict]) -> str:
     if a_before.size != b_before.size:
         return "n/a (different held-out sets)"
     difference = paired_bootstrap(a_after - a_before, b_after - b_before)
-    return f"{difference.difference.format(scale=100, digits=1)}, p {difference.p_value:.2g}"
+    return f"{difference.difference.format(scale=100, digits=1)}, p {difference.p_text()}"
 
 
 def gain_verdict(runs: list[dict]) -> str:

@@ -131,7 +131,35 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
         lines += [f"- Did tuning raise {method}'s accuracy? " + "; ".join(
             f"{task}: {gain_verdict(by_method[method])}" for task, by_method in kept.items())
             + "." for method in study.methods]
+        lines += ["", "Held-out loss of the SFT answers (preference tuning must not wreck "
+                  "it), after minus before, mean over seeds [95% interval]:", ""]
+        lines += [f"- Did tuning raise {method}'s held-out SFT loss? " + "; ".join(
+            f"{task}: {sft_loss_verdict(by_method[method])}" for task, by_method
+            in summaries.items()) + "." for method in study.methods]
     return lines + [""]
+
+
+def sft_loss_verdict(summary) -> str:
+    """A plain answer: did preference tuning raise the held-out loss of the SFT answers
+    (intervals over seeds), and by how much against where it started?"""
+    from qtune.study.summary import mean_interval
+
+    rows = [r for r in summary.rows.values()
+            if r.get("heldout_loss") is not None and r.get("heldout_loss_before") is not None]
+    if not rows:
+        return "not measured yet"
+    change = mean_interval([r["heldout_loss"] - r["heldout_loss_before"] for r in rows])
+    start = rows[0]["heldout_loss_before"]
+    shown = (f"{start:.4f} → {start + change[0]:.4f}, {change[0]:+.4f}"
+             + (f" [{change[1]:+.4f}, {change[2]:+.4f}], {len(rows)} seeds" if len(rows) > 1
+                else ", one seed") + f", {100 * change[0] / start:+.1f}%")
+    if len(rows) < 2:
+        return f"one seed so far ({shown})"
+    if change[1] > 0:
+        return f"**yes** ({shown})"
+    if change[2] < 0:
+        return f"**no**, it fell ({shown})"
+    return f"**no** clear change ({shown})"
 
 
 def size_answer(summaries: dict, reference: str = "qwth", factor: float = 2.0) -> str | None:

@@ -102,3 +102,11 @@ def test_relative_change() -> None:
 def test_estimate_format() -> None:
     text = stats.Estimate(0.6823, 0.656, 0.7071, 100).format(scale=100, suffix="%")
     assert text == "68.2% [65.6, 70.7]"
+
+
+def test_a_bootstrap_p_of_zero_reads_as_below_the_resolution() -> None:
+    far_apart = stats.paired_bootstrap([1.0] * 20, [0.0] * 20)
+    assert far_apart.p_value == 0
+    assert far_apart.p_text() == f"< {1 / stats.DEFAULT_RESAMPLES:g}" == "< 0.001"
+    assert stats.bootstrap_p_text(0.04321) == "0.043"
+    assert stats.bootstrap_p_text(0.04321, digits=3) == "0.0432"

@@ -175,8 +175,8 @@ def comparison_table(found: Sequence[Comparison]) -> list[str]:
 
 def _p(comparison: Comparison) -> str:
     """p-value text; a bootstrap p of 0 only means "below the resampling resolution"."""
-    if comparison.p_value == 0 and comparison.mcnemar is None:
-        return f"< {1 / stats.DEFAULT_RESAMPLES:g}"
+    if comparison.mcnemar is None:
+        return stats.bootstrap_p_text(comparison.p_value, digits=3)
     return f"{comparison.p_value:.3g}"
 
 
