@@ -26,6 +26,9 @@ QUESTIONS = (
 
 #: How the report names what a study chooses rates by.
 METRIC_LABELS = {"heldout_loss": "held-out loss", "preference_loss": "held-out preference loss"}
+#: What a preference study's sweep shows beside its loss: the trade-off of a higher rate.
+SWEEP_METRICS = {"preference_accuracy": ("held-out preference accuracy (%)", 100.0),
+                 "heldout_loss": ("held-out loss of the SFT answers", 1.0)}
 
 
 def questions(study: StudyConfig) -> list[tuple[str, str, str]]:
@@ -91,6 +94,9 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
         lines += ["", *preference_table(summaries), "", *pair_table(study, results, summaries,
                                                                      task)]
     lines += ["", *sweep_table(study, results, task)]
+    if study.select_by == "preference_loss":  # what a higher rate buys and what it costs
+        for metric in SWEEP_METRICS:
+            lines += ["", *sweep_table(study, results, task, metric)]
     lines += ["", f"| question | A − B {label} [95% CI] | paired t-test p | seeds | "
               "answer |", "|---|---|---:|---:|---|"]
     for a, b, question in questions(study):
@@ -188,24 +194,31 @@ def size_answer(summaries: dict, reference: str = "qwth", factor: float = 2.0) -
     return f"{lead}. QWTH variants on the Pareto frontier: {on_frontier}."
 
 
-def sweep_table(study: StudyConfig, results: ResultsFile, task: str) -> list[str]:
-    """Held-out loss at every swept rate (first seed); the best of each row in bold."""
-    seed = study.seeds[0]
-    swept = {(m, grid_point(r["lr"])): r[study.select_by]
-             for (t, m, _, s), r in results.rows.items() if t == task and s == seed}
+def sweep_table(study: StudyConfig, results: ResultsFile, task: str,
+                metric: str | None = None) -> list[str]:
+    """``metric`` (the study's ``select_by`` unless given) at every swept rate (first seed);
+    the rate the study selects in each row in bold."""
+    seed, key = study.seeds[0], study.select_by
+    metric = metric or key
+    swept = {(m, grid_point(r["lr"])): r for (t, m, _, s), r in results.rows.items()
+             if t == task and s == seed}
     rates = sorted({lr for _, lr in swept})
     if not rates:
         return ["No run of the learning-rate sweep has finished yet."]
-    lines = [f"Learning-rate sweep (seed {seed}), {METRIC_LABELS[study.select_by]}; the best "
-             "of each method in "
-             "bold (a best rate at an edge of its sweep is extended by one more rate):", "",
+    label, scale = (METRIC_LABELS[key], 1.0) if metric == key else SWEEP_METRICS[metric]
+    bold = ("the best of each method" if metric == key
+            else f"the rate selected by {METRIC_LABELS[key]}")
+    lines = [f"Learning-rate sweep (seed {seed}), {label}; {bold} in bold (a best rate at an "
+             "edge of its sweep is extended by one more rate):", "",
              "| method | " + " | ".join(f"{lr:.3g}" for lr in rates) + " |",
              "|---|" + "---:|" * len(rates)]
+    digits = 1 if scale != 1.0 else 4
     for method in study.methods:
-        row = {lr: loss for (m, lr), loss in swept.items() if m == method}
-        best = min(row, key=row.get) if row else None
-        cells = [("n/a" if lr not in row else
-                  f"**{row[lr]:.4f}**" if lr == best else f"{row[lr]:.4f}") for lr in rates]
+        row = {lr: r for (m, lr), r in swept.items() if m == method}
+        best = min(row, key=lambda lr: row[lr][key]) if row else None
+        cells = [("n/a" if lr not in row or row[lr].get(metric) is None else
+                  f"**{scale * row[lr][metric]:.{digits}f}**" if lr == best
+                  else f"{scale * row[lr][metric]:.{digits}f}") for lr in rates]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines
 

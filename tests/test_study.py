@@ -344,6 +344,8 @@ def test_a_preference_study_chooses_rates_by_the_preference_loss(tiny_model_dir,
     text = write_report(study, results, tmp_path / "report.md", "qtune study").read_text()
     assert "held-out preference loss" in text and "accuracy before" in text
     assert "| lora | 3 | 1 |" in text and "Change of qwth minus change of lora" in text
+    assert "Did tuning raise lora's held-out SFT loss? math: one seed so far" in text
+    assert "sweep (seed 0), held-out preference accuracy (%); the rate selected by" in text
     assert (tmp_path / "out" / "tiny-math.png").stat().st_size > 1000  # before/after figure
     elsewhere = write_report(study, results, tmp_path / "elsewhere" / "r.md", "qtune study")
     assert "(../out/runs.csv)" in elsewhere.read_text()  # links from where it was written
