@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _study(args: argparse.Namespace) -> int:
     from qtune.study.config import StudyConfig
     from qtune.study.report import write_report
-    from qtune.study.runner import RUNS_FILE, ResultsFile, StudyRunner
+    from qtune.study.results import RUNS_FILE, ResultsFile
+    from qtune.study.runner import StudyRunner
 
     # A report needs the rows, not the data: it can be written where the data is absent.
     study = StudyConfig.from_toml(args.config, read_data=not args.report_only)

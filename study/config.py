@@ -89,6 +89,8 @@ INHERITED_SETTINGS = {"tasks", "seeds", "train", "output", "max_extensions", "le
 SELECT_BY = ("heldout_loss", "preference_loss")
 #: The held-out set must be at least this many examples (eval_batches x batch_size).
 MIN_DEV_EXAMPLES = 128
+#: In ``seeded``: every method its sweep puts on the task's Pareto frontier.
+FRONTIER = "frontier"
 
 
 @dataclass
@@ -118,7 +120,9 @@ class StudyConfig:
     #: questions (QWTH against LoRA and against each control).
     compare_to: list[str] = field(default_factory=list)
     #: The methods run at every seed; the others are screened at the first seed only
-    #: (their sweep). Empty: every method.
+    #: (their sweep). Empty: every method. "frontier" adds, per task, the methods whose
+    #: best sweep result lies on the Pareto frontier (loss against trainable parameters),
+    #: decided from the first seed's sweep before any other seed runs.
     seeded: list[str] = field(default_factory=list)
     #: What chooses each method's rate and what the questions compare: heldout_loss (the
     #: answers' held-out loss) or preference_loss (DPO/KTO studies: the held-out
@@ -168,9 +172,9 @@ class StudyConfig:
                 raise QtuneError(f"{where}: compare_to names {method!r}, which is not among "
                                  f"the study's methods")
         for method in self.seeded:
-            if method not in self.methods:
-                raise QtuneError(f"{where}: seeded names {method!r}, which is not among the "
-                                 "study's methods")
+            if method not in self.methods and method != FRONTIER:
+                raise QtuneError(f"{where}: seeded names {method!r}, which is neither among "
+                                 f"the study's methods nor {FRONTIER!r}")
         if not self.seeds:
             raise QtuneError(f"{where}: seeds is empty: give at least one seed")
         if self.select_by not in SELECT_BY:
@@ -202,12 +206,16 @@ class StudyConfig:
                              f"batch_size); a study needs at least {MIN_DEV_EXAMPLES}")
         return self
 
-    def seeds_of(self, method: str) -> list[int]:
-        """The seeds ``method`` runs at: all of them, or only the sweep's if not seeded."""
-        return self.seeds if not self.seeded or method in self.seeded else self.seeds[:1]
+    def seeds_of(self, method: str, on_frontier: bool = False) -> list[int]:
+        """The seeds ``method`` runs at: all of them, or only the sweep's if not seeded
+        (``on_frontier``: its sweep put it on the task's Pareto frontier)."""
+        seeded = (not self.seeded or method in self.seeded
+                  or (on_frontier and FRONTIER in self.seeded))
+        return self.seeds if seeded else self.seeds[:1]
 
     def planned_runs(self) -> int:
-        """Runs before any sweep is extended: every sweep, then the other seeds."""
+        """Runs before any sweep is extended or puts a method on the frontier: every
+        sweep, then the other seeds."""
         return len(self.tasks) * sum(len(self.learning_rates[m]) + len(self.seeds_of(m)) - 1
                                      for m in self.methods)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from qtune.study.config import StudyConfig
-from qtune.study.runner import ResultsFile
+from qtune.study.results import ResultsFile
 from qtune.study.summary import pareto_frontier, summarize
 
 COLOURS = {"lora": "tab:blue", "lora-r1": "tab:cyan", "qwth": "tab:red",

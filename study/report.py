@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qtune.study.config import METHOD_NOTES, StudyConfig, grid_point
 from qtune.study.plots import plot_task
-from qtune.study.runner import ResultsFile
+from qtune.study.results import ResultsFile
 from qtune.study.summary import paired, pareto_frontier, summarize
 
 #: The comparisons the verdict rests on: (a, b, what a win for a would mean).
@@ -334,8 +334,14 @@ def objective_text(budget, study: StudyConfig) -> list[str]:
 def seeded_text(study: StudyConfig) -> str:
     if not study.seeded or len(study.seeds) < 2:
         return "."
-    return (f", for {', '.join(f'`{m}`' for m in study.seeded)}; the other methods are "
-            f"screened at seed {study.seeds[0]} only.")
+    from qtune.study.config import FRONTIER
+
+    named = ", ".join(f"`{m}`" for m in study.seeded if m != FRONTIER)
+    if FRONTIER in study.seeded:
+        named += (" and " if named else "") + (
+            f"every method whose seed-{study.seeds[0]} sweep puts it on the task's Pareto "
+            "frontier")
+    return f", for {named}; the other methods are screened at seed {study.seeds[0]} only."
 
 
 def machines_text(rows: list[dict]) -> str:

@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass
 
 from qtune.study.config import StudyConfig
-from qtune.study.runner import ResultsFile
+from qtune.study.results import ResultsFile
 
 
 @dataclass
@@ -79,3 +79,15 @@ def pareto_frontier(summaries: dict[str, MethodSummary]) -> list[tuple[str, int,
             frontier.append((method, size, loss))
             best = loss
     return frontier
+
+
+def sweep_frontier(results: ResultsFile, study: StudyConfig, task: str) -> set[str]:
+    """The methods whose best result of the first seed's sweep lies on the Pareto frontier:
+    decided from that seed alone, so the later seeds cannot move it."""
+    sweep_seed = study.seeds[0]
+    at_sweep = {}
+    for method, s in summarize(results, study, task).items():
+        if sweep_seed in s.losses:
+            at_sweep[method] = MethodSummary(method, s.best_lr, s.trainable,
+                                             {sweep_seed: s.losses[sweep_seed]}, {}, {})
+    return {method for method, _, _ in pareto_frontier(at_sweep)}
