@@ -91,6 +91,8 @@ SELECT_BY = ("heldout_loss", "preference_loss")
 MIN_DEV_EXAMPLES = 128
 #: In ``seeded``: every method its sweep puts on the task's Pareto frontier.
 FRONTIER = "frontier"
+#: Which methods the tasks after the first run (``follow_up``).
+FOLLOW_UP = ("all", FRONTIER)
 
 
 @dataclass
@@ -131,6 +133,10 @@ class StudyConfig:
     #: Per task, the preference data of a DPO/KTO study (`--preferences`), where the tasks
     #: need different ones (counselling = "counselchat", math = "math").
     preferences: dict[str, str] = field(default_factory=dict)
+    #: Which methods the tasks after the first run: "all", or "frontier": the methods
+    #: named in ``compare_to`` and ``seeded`` and those the first task's first-seed sweep
+    #: puts on its Pareto frontier (decided when that task is done).
+    follow_up: str = "all"
 
     @classmethod
     def from_toml(cls, path: Path, read_data: bool = True) -> StudyConfig:
@@ -177,6 +183,9 @@ class StudyConfig:
                                  f"the study's methods nor {FRONTIER!r}")
         if not self.seeds:
             raise QtuneError(f"{where}: seeds is empty: give at least one seed")
+        if self.follow_up not in FOLLOW_UP:
+            raise QtuneError(f"{where}: follow_up must be one of {', '.join(FOLLOW_UP)}, got "
+                             f"{self.follow_up!r}")
         if self.select_by not in SELECT_BY:
             raise QtuneError(f"{where}: select_by must be one of {', '.join(SELECT_BY)}")
         preference = self.train.get("objective", "sft") != "sft"
@@ -213,11 +222,20 @@ class StudyConfig:
                   or (on_frontier and FRONTIER in self.seeded))
         return self.seeds if seeded else self.seeds[:1]
 
+    def named_methods(self) -> list[str]:
+        """The methods the study names for comparison (``compare_to``, ``seeded``)."""
+        named = set(self.compare_to) | set(self.seeded)
+        return [m for m in self.methods if m in named]
+
     def planned_runs(self) -> int:
-        """Runs before any sweep is extended or puts a method on the frontier: every
-        sweep, then the other seeds."""
-        return len(self.tasks) * sum(len(self.learning_rates[m]) + len(self.seeds_of(m)) - 1
-                                     for m in self.methods)
+        """Runs before any sweep is extended or puts a method on the frontier (a
+        ``follow_up`` task counts its named methods only): every sweep, then the other
+        seeds."""
+        def runs(methods: list[str]) -> int:
+            return sum(len(self.learning_rates[m]) + len(self.seeds_of(m)) - 1 for m in methods)
+
+        later = self.methods if self.follow_up == "all" else self.named_methods()
+        return runs(self.methods) + (len(self.tasks) - 1) * runs(later)
 
     def run_config(self, task: str, method: str, lr: float, seed: int,
                    output: Path, read_data: bool = True) -> TrainConfig:

@@ -11,7 +11,7 @@ from typing import Any
 
 from qtune.study.config import StudyConfig
 from qtune.study.results import ResultsFile
-from qtune.study.summary import pareto_frontier, summarize
+from qtune.study.summary import pareto_frontier, summarize, task_methods
 
 COLOURS = {"lora": "tab:blue", "lora-r1": "tab:cyan", "qwth": "tab:red",
            "qwth-none": "tab:gray", "qwth-vector": "tab:green", "qwth-frozen": "tab:orange",
@@ -122,7 +122,7 @@ def plot_sweeps(axis: Any, study: StudyConfig, results: ResultsFile, task: str) 
     sweeps = {method: sorted((r["lr"], r[study.select_by])
                              for (t, m, _, s), r in results.rows.items()
                              if (t, m, s) == (task, method, seed))
-              for method in study.methods}
+              for method in task_methods(results, study, task)}
     losses = [loss for sweep in sweeps.values() for _, loss in sweep]
     if not losses:
         return

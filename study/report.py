@@ -12,7 +12,15 @@ from pathlib import Path
 from qtune.study.config import METHOD_NOTES, StudyConfig, grid_point
 from qtune.study.plots import plot_task
 from qtune.study.results import ResultsFile
-from qtune.study.summary import paired, pareto_frontier, summarize
+from qtune.study.summary import (
+    MethodSummary,
+    is_complete,
+    paired,
+    pareto_frontier,
+    summarize,
+    task_complete,
+    task_methods,
+)
 
 #: The comparisons the verdict rests on: (a, b, what a win for a would mean).
 QUESTIONS = (
@@ -100,6 +108,8 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
     lines += ["", f"| question | A − B {label} [95% CI] | paired t-test p | seeds | "
               "answer |", "|---|---|---:|---:|---|"]
     for a, b, question in questions(study):
+        if a not in summaries or b not in summaries:
+            continue  # a later task that runs only the first task's frontier
         diff = paired(summaries[a], summaries[b])
         p = "n/a" if diff[3] is None else f"{diff[3]:.3g}"
         shown = ("n/a" if not diff[4] else f"{diff[0]:+.4f} (one seed)" if diff[4] == 1 else
@@ -120,6 +130,11 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
     for a, b, question in questions(study):
         answers = []
         for task, by_method in summaries.items():
+            if a not in by_method or b not in by_method:
+                so_far = "" if task_complete(results, study, study.tasks[0]) else " so far"
+                answers.append(f"{task}: not run ({a if a not in by_method else b} is off "
+                               f"{study.tasks[0]}'s frontier{so_far})")
+                continue
             diff = paired(by_method[a], by_method[b])
             shown = f" ({a} − {b} = {diff[0]:+.4f} over {diff[4]} seeds)" if diff[4] >= 2 else ""
             answers.append(f"{task}: {verdict(diff, screened_only(study, a, b))}{shown}")
@@ -135,22 +150,23 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
         kept = {task: kept_scores(study, results, by_method, task)  # one read per task
                 for task, by_method in summaries.items()}
         lines += [f"- Did tuning raise {method}'s accuracy? " + "; ".join(
-            f"{task}: {gain_verdict(by_method[method])}" for task, by_method in kept.items())
+            f"{task}: {gain_verdict(by_method.get(method, []))}" for task, by_method
+            in kept.items())
             + "." for method in study.methods]
         lines += ["", "Held-out loss of the SFT answers (preference tuning must not wreck "
                   "it), after minus before, mean over seeds [95% interval]:", ""]
         lines += [f"- Did tuning raise {method}'s held-out SFT loss? " + "; ".join(
-            f"{task}: {sft_loss_verdict(by_method[method])}" for task, by_method
+            f"{task}: {sft_loss_verdict(by_method.get(method))}" for task, by_method
             in summaries.items()) + "." for method in study.methods]
     return lines + [""]
 
 
-def sft_loss_verdict(summary) -> str:
+def sft_loss_verdict(summary: MethodSummary | None) -> str:
     """A plain answer: did preference tuning raise the held-out loss of the SFT answers
     (intervals over seeds), and by how much against where it started?"""
     from qtune.study.summary import mean_interval
 
-    rows = [r for r in summary.rows.values()
+    rows = [r for r in (summary.rows.values() if summary else [])
             if r.get("heldout_loss") is not None and r.get("heldout_loss_before") is not None]
     if not rows:
         return "not measured yet"
@@ -213,7 +229,7 @@ def sweep_table(study: StudyConfig, results: ResultsFile, task: str,
              "| method | " + " | ".join(f"{lr:.3g}" for lr in rates) + " |",
              "|---|" + "---:|" * len(rates)]
     digits = 1 if scale != 1.0 else 4
-    for method in study.methods:
+    for method in task_methods(results, study, task):
         row = {lr: r for (m, lr), r in swept.items() if m == method}
         best = min(row, key=lambda lr: row[lr][key]) if row else None
         cells = [("n/a" if lr not in row or row[lr].get(metric) is None else
@@ -293,8 +309,8 @@ def write_report(study: StudyConfig, results: ResultsFile, path: Path | None,
         # No clock time: a report changes only when its content does.
         f"Written by `{command}` on {cpu_text()}. {machines_text(rows)} "
         f"{len(rows)} runs done ({planned} planned before sweeps whose best rate "
-        f"was at an edge were extended), {hours:.1f} hours of "
-        "training in all" + ("." if len(rows) >= planned else
+        f"was at an edge were extended{_frontier_runs_text(study)}), {hours:.1f} hours of "
+        "training in all" + ("." if is_complete(results, study) else
                              " — **incomplete: the answers below are provisional**."), "",
         f"Every run: {budget.steps} steps x batch {budget.batch_size} x {budget.seq_len} tokens, "
         f"warmup {budget.warmup}, cosine to {budget.min_lr_ratio:g} x the rate, targets "
@@ -329,6 +345,14 @@ def objective_text(budget, study: StudyConfig) -> list[str]:
             "fine-tuned adapter, which is also its reference model; the held-out preference "
             "accuracy counts the held-out pairs whose preferred answer has the higher "
             "log-probability per token.", ""]
+
+
+def _frontier_runs_text(study: StudyConfig) -> str:
+    """A frontier adds runs (seeds, a later task's methods) that no plan counts beforehand."""
+    from qtune.study.config import FRONTIER
+
+    adds = FRONTIER in study.seeded or (study.follow_up == FRONTIER and len(study.tasks) > 1)
+    return " and a frontier added runs" if adds else ""
 
 
 def seeded_text(study: StudyConfig) -> str:

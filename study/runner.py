@@ -19,7 +19,7 @@ from typing import Any
 from qtune.study.config import FRONTIER, StudyConfig, extend_sweep, rate_label
 from qtune.study.pair_scores import SCORES_FILE, ScoresFile
 from qtune.study.results import RUNS_FILE, ResultsFile, key_of
-from qtune.study.summary import sweep_frontier
+from qtune.study.summary import sweep_frontier, task_methods
 
 from qtune.config import settings
 from qtune.errors import QtuneError
@@ -116,8 +116,17 @@ class StudyRunner:
         """Every method's sweep at the first seed as one round, then one round per
         extension (the methods whose best rate still sits at an edge); the best rates."""
         seed = self.study.seeds[0]
-        rates = {method: list(self.study.learning_rates[method]) for method in self.study.methods}
-        pending = list(self.study.methods)
+        methods = task_methods(self.results, self.study, task)
+        unnamed = [m for m in methods if task != self.study.tasks[0]
+                   and self.study.follow_up == FRONTIER and m not in self.study.named_methods()]
+        if unnamed:  # on the first task's frontier: not in the planned count
+            log.info("%s: also runs %s (on %s's Pareto frontier)", task, ", ".join(unnamed),
+                     self.study.tasks[0])
+            self.bar.total += sum(len(self.study.learning_rates[m]) + len(self.study.seeds_of(m))
+                                  - 1 for m in unnamed)
+            self.bar.refresh()
+        rates = {method: list(self.study.learning_rates[method]) for method in methods}
+        pending = list(methods)
         best: dict[str, float] = {}
         for extension in range(self.study.max_extensions + 1):
             self._run_round([(task, method, lr, seed, "sweep") for method in pending

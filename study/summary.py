@@ -37,10 +37,22 @@ def mean_interval(values: list[float]) -> tuple[float, float, float] | None:
     return mean, mean - half, mean + half
 
 
+def task_methods(results: ResultsFile, study: StudyConfig, task: str) -> list[str]:
+    """The methods ``task`` runs: all of them for the first task (or ``follow_up = "all"``);
+    for a later task of a ``follow_up = "frontier"`` study, the named ones and those on the
+    first task's frontier."""
+    first = study.tasks[0]
+    if task == first or study.follow_up == "all":
+        return list(study.methods)
+    chosen = set(study.named_methods()) | sweep_frontier(results, study, first)
+    return [m for m in study.methods if m in chosen]
+
+
 def summarize(results: ResultsFile, study: StudyConfig, task: str) -> dict[str, MethodSummary]:
+    """Each method ``task`` runs at its best rate (the rate chosen at the sweep's seed)."""
     summaries = {}
     sweep_seed = study.seeds[0]
-    for method in study.methods:
+    for method in task_methods(results, study, task):
         rows = [r for (t, m, _, _), r in results.rows.items() if (t, m) == (task, method)]
         swept = [r for r in rows if r["seed"] == sweep_seed]
         key = study.select_by
@@ -91,3 +103,35 @@ def sweep_frontier(results: ResultsFile, study: StudyConfig, task: str) -> set[s
             at_sweep[method] = MethodSummary(method, s.best_lr, s.trainable,
                                              {sweep_seed: s.losses[sweep_seed]}, {}, {})
     return {method for method, _, _ in pareto_frontier(at_sweep)}
+
+
+def is_complete(results: ResultsFile, study: StudyConfig) -> bool:
+    """Every run the protocol asks for is in runs.csv."""
+    return all(task_complete(results, study, task) for task in study.tasks)
+
+
+def task_complete(results: ResultsFile, study: StudyConfig, task: str) -> bool:
+    """Every run of ``task`` is in runs.csv: its sweeps with their best rate inside (or
+    extended ``max_extensions`` times), and every seed at each best rate."""
+    from qtune.study.config import FRONTIER, extend_sweep, grid_point
+    from qtune.study.results import key_of
+
+    first_seed = study.seeds[0]
+    if task != study.tasks[0] and not task_complete(results, study, study.tasks[0]):
+        return False  # its methods are not decided yet
+    frontier = sweep_frontier(results, study, task) if FRONTIER in study.seeded else set()
+    for method in task_methods(results, study, task):
+        swept = {grid_point(r["lr"]) for (t, m, _, s), r in results.rows.items()
+                 if (t, m, s) == (task, method, first_seed)}
+        planned = {grid_point(lr) for lr in study.learning_rates[method]}
+        if not planned <= swept:
+            return False
+        best = results.best_rate(task, method, first_seed)
+        extensions = len(swept - planned)
+        if (extend_sweep(sorted(swept), best) is not None
+                and extensions < study.max_extensions):
+            return False
+        if any(key_of(task, method, best, seed) not in results.rows
+               for seed in study.seeds_of(method, method in frontier)):
+            return False
+    return True
