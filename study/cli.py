@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "then write its report. Each finished run is appended to <output>/runs.csv at "
             "once; rerunning skips what is there and resumes an interrupted run from its "
             "checkpoint. Task by task: every method's learning-rate sweep (extended while "
-            "the best rate is at an edge), then the other seeds at each method's best rate."
+            "the best rate is at an edge), then the other seeds at each method's best rate "
+            "(for the methods `seeded` names, or all; \"frontier\" there adds those on the "
+            "task's Pareto frontier). Every key of a study file: docs/configuration.md."
         ),
     )
     parser.add_argument("--config", type=Path, required=True,
