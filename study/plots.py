@@ -35,10 +35,12 @@ def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -
     summaries = summarize(results, study, task)
     if not any(s.losses for s in summaries.values()):
         return None
-    figure, (size_axis, rate_axis) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
     if study.select_by == "preference_loss":
-        plot_preference_change(size_axis, study, results, summaries, task)
-        return _finish(figure, (size_axis, rate_axis), study, results, task, path)
+        figure, axes = plt.subplots(1, 3, figsize=(17, 4.5), dpi=100)
+        plot_preference_change(axes[0], study, results, summaries, task)
+        plot_sft_cost(axes[2], study, results, task)
+        return _finish(figure, axes, study, results, task, path)
+    figure, (size_axis, rate_axis) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
     for method, summary in summaries.items():
         colour = COLOURS.get(method)
         if summary.losses and summary.trainable:
@@ -117,7 +119,8 @@ def thousands(value: float, _position: int) -> str:
 
 
 def plot_sweeps(axis: Any, study: StudyConfig, results: ResultsFile, task: str) -> None:
-    """Held-out loss against the rate at the sweep's seed, diverged runs at the top edge."""
+    """The study's loss against the rate at the sweep's seed (held-out loss: diverged runs
+    at the top edge; preference loss: a log axis)."""
     seed = study.seeds[0]
     sweeps = {method: sorted((r["lr"], r[study.select_by])
                              for (t, m, _, s), r in results.rows.items()
@@ -126,7 +129,11 @@ def plot_sweeps(axis: Any, study: StudyConfig, results: ResultsFile, task: str) 
     losses = [loss for sweep in sweeps.values() for _, loss in sweep]
     if not losses:
         return
-    top = min(losses) * OFF_SCALE
+    # A preference loss spans decades between rates (DPO's falls towards 0 on easy pairs):
+    # a log axis shows every run; a held-out loss moves by a few percent, and a diverged
+    # run would flatten the rest, so runs far above the best sit at the top edge.
+    spans_decades = study.select_by == "preference_loss"
+    top = float("inf") if spans_decades else min(losses) * OFF_SCALE
     for method, sweep in sweeps.items():
         if not sweep:
             continue
@@ -140,5 +147,38 @@ def plot_sweeps(axis: Any, study: StudyConfig, results: ResultsFile, task: str) 
                               xytext=(-8, -14), ha="right", fontsize=7)
     axis.set_xscale("log")
     axis.set_xlabel("peak learning rate (log)")
-    axis.set_ylabel(f"{study.select_by.replace('_', ' ')} (seed {seed}); off-scale runs at "
-                    "the top edge")
+    if spans_decades:
+        _log_y(axis)
+        axis.set_ylabel(f"{study.select_by.replace('_', ' ')} (seed {seed}, log)")
+    else:
+        axis.set_ylabel(f"{study.select_by.replace('_', ' ')} (seed {seed}); off-scale runs "
+                        "at the top edge")
+
+
+def plot_sft_cost(axis: Any, study: StudyConfig, results: ResultsFile, task: str) -> None:
+    """What a preference study's rates cost: the held-out loss of the SFT answers after
+    tuning at each rate (sweep seed), against where each method started."""
+    seed = study.seeds[0]
+    for method in task_methods(results, study, task):
+        sweep = sorted((r["lr"], r["heldout_loss"], r.get("heldout_loss_before"))
+                       for (t, m, _, s), r in results.rows.items() if (t, m, s) == (task, method, seed))
+        if not sweep:
+            continue
+        colour = COLOURS.get(method)
+        axis.plot([lr for lr, _, _ in sweep], [loss for _, loss, _ in sweep], "o-",
+                  color=colour, label=f"{method}, after")
+        if sweep[0][2] is not None:
+            axis.axhline(sweep[0][2], color=colour, linestyle=":", label=f"{method}, before")
+    axis.set_xscale("log")
+    _log_y(axis)
+    axis.set_xlabel("peak learning rate (log)")
+    axis.set_ylabel(f"held-out loss of the SFT answers (seed {seed}, log)")
+
+
+def _log_y(axis: Any) -> None:
+    """A log y axis whose ticks read as plain numbers (0.8, 2), not powers of ten."""
+    import matplotlib.ticker
+
+    axis.set_yscale("log")
+    axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    axis.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
