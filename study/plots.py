@@ -123,8 +123,7 @@ def plot_sweeps(axis: Any, study: StudyConfig, results: ResultsFile, task: str) 
     at the top edge; preference loss: a log axis)."""
     seed = study.seeds[0]
     sweeps = {method: sorted((r["lr"], r[study.select_by])
-                             for (t, m, _, s), r in results.rows.items()
-                             if (t, m, s) == (task, method, seed))
+                             for r in results.at_seed(task, method, seed))
               for method in task_methods(results, study, task)}
     losses = [loss for sweep in sweeps.values() for _, loss in sweep]
     if not losses:
@@ -161,7 +160,7 @@ def plot_sft_cost(axis: Any, study: StudyConfig, results: ResultsFile, task: str
     seed = study.seeds[0]
     for method in task_methods(results, study, task):
         sweep = sorted((r["lr"], r["heldout_loss"], r.get("heldout_loss_before"))
-                       for (t, m, _, s), r in results.rows.items() if (t, m, s) == (task, method, seed))
+                       for r in results.at_seed(task, method, seed))
         if not sweep:
             continue
         colour = COLOURS.get(method)

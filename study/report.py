@@ -9,7 +9,7 @@ import os
 import statistics
 from pathlib import Path
 
-from qtune.study.config import METHOD_NOTES, StudyConfig, grid_point
+from qtune.study.config import FRONTIER, METHOD_NOTES, StudyConfig, grid_point
 from qtune.study.plots import plot_task
 from qtune.study.results import ResultsFile
 from qtune.study.summary import (
@@ -349,8 +349,6 @@ def objective_text(budget, study: StudyConfig) -> list[str]:
 
 def _frontier_runs_text(study: StudyConfig) -> str:
     """A frontier adds runs (seeds, a later task's methods) that no plan counts beforehand."""
-    from qtune.study.config import FRONTIER
-
     adds = FRONTIER in study.seeded or (study.follow_up == FRONTIER and len(study.tasks) > 1)
     return " and a frontier added runs" if adds else ""
 
@@ -358,8 +356,6 @@ def _frontier_runs_text(study: StudyConfig) -> str:
 def seeded_text(study: StudyConfig) -> str:
     if not study.seeded or len(study.seeds) < 2:
         return "."
-    from qtune.study.config import FRONTIER
-
     named = ", ".join(f"`{m}`" for m in study.seeded if m != FRONTIER)
     if FRONTIER in study.seeded:
         named += (" and " if named else "") + (

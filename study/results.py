@@ -102,9 +102,11 @@ class ResultsFile:
             widened.replace(self.path)  # whole or not at all, even on a crash
         return columns
 
+    def at_seed(self, task: str, method: str, seed: int) -> list[dict[str, Any]]:
+        """The rows of one method and task at one seed (at the sweep's seed: its sweep)."""
+        return [r for (t, m, _, s), r in self.rows.items() if (t, m, s) == (task, method, seed)]
+
     def best_rate(self, task: str, method: str, seed: int) -> float:
         """The swept rate with the lowest held-out loss (or the study's select_by) at
         ``seed``."""
-        swept = [r for (t, m, _, s), r in self.rows.items()
-                 if (t, m, s) == (task, method, seed)]
-        return min(swept, key=lambda r: r[self.study.select_by])["lr"]
+        return min(self.at_seed(task, method, seed), key=lambda r: r[self.study.select_by])["lr"]

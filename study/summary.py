@@ -7,8 +7,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from qtune.study.config import StudyConfig
-from qtune.study.results import ResultsFile
+from qtune.study.config import FRONTIER, StudyConfig, extend_sweep, grid_point
+from qtune.study.results import ResultsFile, key_of
 
 
 @dataclass
@@ -113,16 +113,12 @@ def is_complete(results: ResultsFile, study: StudyConfig) -> bool:
 def task_complete(results: ResultsFile, study: StudyConfig, task: str) -> bool:
     """Every run of ``task`` is in runs.csv: its sweeps with their best rate inside (or
     extended ``max_extensions`` times), and every seed at each best rate."""
-    from qtune.study.config import FRONTIER, extend_sweep, grid_point
-    from qtune.study.results import key_of
-
     first_seed = study.seeds[0]
     if task != study.tasks[0] and not task_complete(results, study, study.tasks[0]):
         return False  # its methods are not decided yet
     frontier = sweep_frontier(results, study, task) if FRONTIER in study.seeded else set()
     for method in task_methods(results, study, task):
-        swept = {grid_point(r["lr"]) for (t, m, _, s), r in results.rows.items()
-                 if (t, m, s) == (task, method, first_seed)}
+        swept = {grid_point(r["lr"]) for r in results.at_seed(task, method, first_seed)}
         planned = {grid_point(lr) for lr in study.learning_rates[method]}
         if not planned <= swept:
             return False
