@@ -18,6 +18,7 @@ from qtune.study.summary import (
     paired,
     pareto_frontier,
     summarize,
+    sweep_frontier,
     task_complete,
     task_methods,
 )
@@ -59,9 +60,10 @@ def verdict(diff: tuple[float, float, float, float | None, int], screened: bool 
     return f"**no**: no significant difference (p = {p:.2g})"
 
 
-def screened_only(study: StudyConfig, a: str, b: str) -> bool:
-    """Whether the question pairs a method the study runs at the sweep's seed only."""
-    return len(study.seeds_of(a)) == 1 or len(study.seeds_of(b)) == 1
+def screened_only(study: StudyConfig, a: str, b: str, frontier: set[str]) -> bool:
+    """Whether the question pairs a method the study runs at the sweep's seed only (a
+    method on the task's ``frontier`` runs every seed where the study seeds the frontier)."""
+    return any(len(study.seeds_of(m, m in frontier)) == 1 for m in (a, b))
 
 
 def _link(target: Path, report_dir: Path) -> str:
@@ -107,6 +109,7 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
             lines += ["", *sweep_table(study, results, task, metric)]
     lines += ["", f"| question | A − B {label} [95% CI] | paired t-test p | seeds | "
               "answer |", "|---|---|---:|---:|---|"]
+    frontier = sweep_frontier(results, study, task)
     for a, b, question in questions(study):
         if a not in summaries or b not in summaries:
             continue  # a later task that runs only the first task's frontier
@@ -115,7 +118,7 @@ def task_section(study: StudyConfig, results: ResultsFile, task: str, figure: Pa
         shown = ("n/a" if not diff[4] else f"{diff[0]:+.4f} (one seed)" if diff[4] == 1 else
                  f"{diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]")
         lines.append(f"| {question} ({a} − {b}) | {shown} | {p} | {diff[4]} | "
-                     f"{verdict(diff, screened_only(study, a, b))} |")
+                     f"{verdict(diff, screened_only(study, a, b, frontier))} |")
     return lines + [""]
 
 
@@ -124,6 +127,7 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
     from qtune.study.pair_scores import gain_verdict, kept_scores
 
     summaries = {task: summarize(results, study, task) for task in study.tasks}
+    frontiers = {task: sweep_frontier(results, study, task) for task in study.tasks}
     label = METRIC_LABELS[study.select_by]
     lines = ["## Verdict", "", f"{label.capitalize()}, each method at its own best rate, "
              "paired by seed (a negative difference A − B favours A):", ""]
@@ -137,7 +141,8 @@ def verdict_section(study: StudyConfig, results: ResultsFile) -> list[str]:
                 continue
             diff = paired(by_method[a], by_method[b])
             shown = f" ({a} − {b} = {diff[0]:+.4f} over {diff[4]} seeds)" if diff[4] >= 2 else ""
-            answers.append(f"{task}: {verdict(diff, screened_only(study, a, b))}{shown}")
+            answers.append(f"{task}: {verdict(diff, screened_only(study, a, b, frontiers[task]))}"
+                           f"{shown}")
         lines.append(f"- {question} " + "; ".join(answers) + ".")
     sized = {task: size_answer(by_method) for task, by_method in summaries.items()}
     if any(sized.values()):

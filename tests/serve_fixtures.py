@@ -94,3 +94,71 @@ def make_peft_adapter(base_dir: Path, out_dir: Path, seed: int, r: int = 8,
                 param.normal_(0.0, scale)
     peft_model.save_pretrained(out_dir)
     return out_dir
+
+
+def chat_prompt_ids(model_path: str | Path, messages: list[dict]) -> list[int]:
+    """The token ids of ``messages`` under the model's chat template, as vLLM renders them."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def served_greedy_ids(client, model: str, prompt_ids: list[int], max_tokens: int) -> list[int]:
+    """The served model's greedy continuation of ``prompt_ids``, as token ids."""
+    reply = client.completions.create(model=model, prompt=prompt_ids, max_tokens=max_tokens,
+                                      temperature=0, extra_body={"return_token_ids": True})
+    return list(reply.choices[0].model_extra["token_ids"])
+
+
+def peft_greedy_ids(model_path: str | Path, adapter: Path | None, prompt_ids: list[int],
+                    max_tokens: int, dtype: str) -> list[int]:
+    """transformers + PEFT's greedy continuation (the base model's when ``adapter`` is None),
+    computed in the dtype vLLM serves in: the reference a served adapter must match."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = torch.float32 if dtype == "float32" else torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    with torch.no_grad():
+        output = model.eval().generate(torch.tensor([prompt_ids]), max_new_tokens=max_tokens,
+                                       do_sample=False, pad_token_id=model.config.eos_token_id)
+    return output[0, len(prompt_ids):].tolist()
+
+
+def served_greedy_logprobs(client, model: str, prompt_ids: list[int],
+                           max_tokens: int) -> tuple[list[int], list[float]]:
+    """The served model's greedy continuation of ``prompt_ids`` and each token's log-prob."""
+    reply = client.completions.create(model=model, prompt=prompt_ids, max_tokens=max_tokens,
+                                      temperature=0, logprobs=1,
+                                      extra_body={"return_token_ids": True})
+    choice = reply.choices[0]
+    return list(choice.model_extra["token_ids"]), list(choice.logprobs.token_logprobs)
+
+
+def peft_token_logprobs(model_path: str | Path, adapter: Path, prompt_ids: list[int],
+                        token_ids: list[int]) -> tuple[list[float], list[float]]:
+    """The log-probs transformers + PEFT give ``token_ids`` after ``prompt_ids`` in float32,
+    with the adapter and without it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(adapter)).eval()
+    sequence = torch.tensor([prompt_ids + token_ids])
+    targets = sequence[0, len(prompt_ids):]
+
+    def logprobs() -> list[float]:
+        logits = model(input_ids=sequence).logits[0, len(prompt_ids) - 1:-1]
+        return logits.log_softmax(-1).gather(1, targets[:, None])[:, 0].tolist()
+
+    with torch.no_grad():
+        adapted = logprobs()
+        with model.disable_adapter():
+            plain = logprobs()
+    return adapted, plain

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from qtune.serve.server import ServeConfig, VLLMServer
-from serve_fixtures import make_peft_adapter
+from serve_fixtures import chat_prompt_ids, make_peft_adapter, peft_greedy_ids, served_greedy_ids
 from ui_fixtures import SHIPPED, free_port
 
 from qtune.config import settings
@@ -145,26 +145,12 @@ def test_vllm_adapter_output_matches_transformers_peft(client, server) -> None:
     """Faithful serving: vLLM's greedy tokens for an adapter = transformers + PEFT's, computed
     in the same dtype."""
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     adapter = server.adapters[0]
-    tokenizer = AutoTokenizer.from_pretrained(server.model_path)
-    text = tokenizer.apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True)
-    prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    reply = client.completions.create(model=adapter.name, prompt=prompt_ids, max_tokens=32,
-                                      temperature=0, extra_body={"return_token_ids": True})
-    served_ids = list(reply.choices[0].model_extra["token_ids"])
-
+    prompt_ids = chat_prompt_ids(server.model_path, PROMPT)
+    served_ids = served_greedy_ids(client, adapter.name, prompt_ids, max_tokens=32)
     torch.set_num_threads(1)
-    dtype = torch.float32 if server.dtype == "float32" else torch.bfloat16  # as vLLM computes
-    base = AutoModelForCausalLM.from_pretrained(server.model_path, dtype=dtype)
-    model = PeftModel.from_pretrained(base, str(adapter.path)).eval()
-    with torch.no_grad():
-        output = model.generate(torch.tensor([prompt_ids]), max_new_tokens=32, do_sample=False,
-                                pad_token_id=tokenizer.eos_token_id)
-    reference_ids = output[0, len(prompt_ids):].tolist()
+    reference_ids = peft_greedy_ids(server.model_path, adapter.path, prompt_ids, 32, server.dtype)
     assert served_ids == reference_ids[: len(served_ids)]
     assert len(served_ids) == len(reference_ids)
 
