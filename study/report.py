@@ -207,8 +207,9 @@ def size_answer(summaries: dict, reference: str = "qwth", factor: float = 2.0) -
     if best.method == reference:
         lead = f"{reference} is the best ({own.interval()[0]:.4f}{provisional})"
     else:
-        diff = paired(best, own)
-        tested = f", p = {diff[3]:.2g}" if diff[3] is not None else ""
+        diff = paired(best, own)  # best − own over the paired seeds: negative favours best
+        tested = (f" [95% CI {-diff[2]:.4f}, {-diff[1]:.4f}], paired t-test p = {diff[3]:.2g}"
+                  if diff[3] is not None else "")
         lead = (f"the best is {best.method} ({best.trainable:,} parameters): "
                 f"{best.interval()[0]:.4f} against {reference}'s {own.interval()[0]:.4f}, "
                 f"{own.interval()[0] - best.interval()[0]:.4f} lower{tested}{provisional}")

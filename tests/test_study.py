@@ -410,7 +410,8 @@ def test_the_report_says_which_adapter_is_best_at_qwth_s_size():
                  "qwth-tt2": method("qwth-tt2", 17880, [1.17])}
     answer = size_answer(summaries)
     assert answer.startswith("the best is lora-r1 (57,600 parameters): 1.1433 against "
-                             "qwth's 1.1600, 0.0167 lower, p = ")
+                             "qwth's 1.1600, 0.0167 lower [95% CI 0.0023, 0.0310], "
+                             "paired t-test p = ")
     assert answer.endswith("(means over 3 seeds). QWTH variants on the Pareto frontier: "
                            "qwth-tt2 (17,880), qwth (44,160).")
     del summaries["lora-r1"]  # nothing else of its size: no answer
