@@ -24,8 +24,8 @@ class LoRAXSMethod(AdapterMethod):
     label = "LoRA-XS"
     summary = "LoRA-XS: a trainable r x r matrix between frozen SVD factors of each weight"
     config_class = LoRAXSConfig
-    default_lr = 1e-3
-    default_lr_source = "not tuned yet: a rate inside its sweep in studies/frontier.toml"
+    default_lr = 1e-2
+    default_lr_source = "tuned: docs/study-frontier.md, math, ranks 8 and 27"
     compact_note = (f"the `{COMPACT_DIR}/` folder (the r x r matrices; the frozen factors are "
                     "the SVD of the base weights, recomputed on load)")
 

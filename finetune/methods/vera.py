@@ -33,8 +33,8 @@ class VeRAMethod(AdapterMethod):
     label = "VeRA"
     summary = "VeRA (PEFT): trainable scaling vectors around shared frozen random matrices"
     config_class = VeRAConfig
-    default_lr = 1e-2
-    default_lr_source = "not tuned yet: a rate inside its sweep in studies/frontier.toml"
+    default_lr = 1e-1
+    default_lr_source = "tuned: docs/study-frontier.md, math, rank 256"
     compact_note = (f"the `{COMPACT_DIR}/` folder (PEFT's VeRA form with its projections; "
                     "`PeftModel.from_pretrained` loads it)")
 
