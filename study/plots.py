@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from qtune.study.config import StudyConfig
+from qtune.study.config import STUDY_METHODS, StudyConfig
 from qtune.study.results import ResultsFile
 from qtune.study.summary import pareto_frontier, summarize, task_methods
 
@@ -20,9 +20,18 @@ COLOURS = {"lora": "tab:blue", "lora-r1": "tab:cyan", "qwth": "tab:red",
            "lora-r2": "steelblue", "lora-r4": "navy", "vera": "goldenrod",
            "lora-xs": "darkgreen", "lora-xs-r8": "yellowgreen", "qwth-tt2": "salmon",
            "qwth-tt8": "darkred"}
-#: A swept loss this many times the task's best is a run that diverged: drawn at the top
-#: edge (a triangle) so that it does not squash every other curve into one line.
+#: One marker per adapter family (the registered method a study method runs), so that
+#: sizes of one family read as one kind of point beside the colours.
+MARKERS = {"lora": "o", "qwth": "s", "vera": "v", "lora-xs": "D", "qtha": "P"}
+#: A swept loss this many times the task's best (a rate past the method's range, or a run
+#: that diverged) is drawn at the top edge (a triangle) so that it does not squash every
+#: other curve into one line.
 OFF_SCALE = 1.25
+
+
+def marker(method: str) -> str:
+    """The marker of a study method's adapter family."""
+    return MARKERS.get(STUDY_METHODS.get(method, {}).get("method", ""), "o")
 
 
 def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -> Path | None:
@@ -48,10 +57,11 @@ def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -
             mean = sum(values) / len(values)
             size_axis.errorbar([summary.trainable], [mean],
                                yerr=[[mean - min(values)], [max(values) - mean]],
-                               fmt="o", capsize=4, color=colour,
+                               fmt=marker(method), capsize=4, color=colour,
                                label=f"{method} ({len(values)} seed{'s' * (len(values) > 1)})")
     draw_frontier(size_axis, pareto_frontier(summaries))
     size_axis.set_xscale("log")
+    size_axis.margins(x=0.1, y=0.1)  # room for the frontier's labels
     size_axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(thousands))
     size_axis.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(thousands))
     size_axis.set_xlabel("trainable parameters (log)")
@@ -92,7 +102,7 @@ def plot_preference_change(axis: Any, study: StudyConfig, results: ResultsFile,
         means = [100 * mean for mean, _, _ in points]
         axis.errorbar(xs, means, yerr=[[100 * (m - lo) for m, lo, _ in points],
                                        [100 * (hi - m) for m, _, hi in points]],
-                      fmt="o-", capsize=4, color=COLOURS.get(method),
+                      fmt=f"{marker(method)}-", capsize=4, color=COLOURS.get(method),
                       label=f"{method} ({len(runs)} seed{'s' * (len(runs) > 1)})")
     axis.axhline(50, color="black", alpha=0.3, linestyle=":", label="chance")
     axis.set_xticks([0, 1], ["before (start adapter)", "after"])
@@ -101,26 +111,45 @@ def plot_preference_change(axis: Any, study: StudyConfig, results: ResultsFile,
 
 
 def draw_frontier(axis: Any, frontier: list[tuple[str, int, float]]) -> None:
-    """The Pareto frontier as a step line: the lowest loss reached with so few parameters."""
+    """The Pareto frontier as a step line (the lowest loss reached with so few parameters),
+    each point on it labelled with its method."""
     if len(frontier) < 2:
         return
     sizes = [size for _, size, _ in frontier]
     losses = [loss for _, _, loss in frontier]
     axis.step(sizes, losses, where="post", color="black", alpha=0.35, linestyle="--",
               label="Pareto frontier (means)")
+    last_labelled = 0.0
+    for method, size, loss in frontier:
+        if size < 1.1 * last_labelled:
+            continue  # variants of one size: the legend tells them apart, labels would overlap
+        axis.annotate(method, (size, loss), textcoords="offset points", xytext=(6, 5),
+                      fontsize=8, color=COLOURS.get(method, "black"))
+        last_labelled = size
+
+
+def one_two_five(value: float) -> bool:
+    """Whether a log axis labels this tick: 1, 2 and 5 of each decade only, so that the
+    minor ticks' labels never overlap."""
+    if value <= 0:
+        return False
+    lead = value / 10 ** math.floor(math.log10(value) + 1e-9)
+    return any(math.isclose(lead, d) for d in (1, 2, 5))
 
 
 def thousands(value: float, _position: int) -> str:
-    """20k, 50k, 100k: a label at 1, 2 and 5 of each decade only (no overlapping ticks)."""
-    if value <= 0:
-        return ""
-    lead = value / 10 ** math.floor(math.log10(value) + 1e-9)
-    return f"{value / 1000:g}k" if any(math.isclose(lead, d) for d in (1, 2, 5)) else ""
+    """20k, 50k, 100k."""
+    return f"{value / 1000:g}k" if one_two_five(value) else ""
+
+
+def plain(value: float, _position: int) -> str:
+    """0.02, 0.05, 0.1, 2, 5: plain numbers, not powers of ten."""
+    return f"{value:g}" if one_two_five(value) else ""
 
 
 def plot_sweeps(axis: Any, study: StudyConfig, results: ResultsFile, task: str) -> None:
-    """The study's loss against the rate at the sweep's seed (held-out loss: diverged runs
-    at the top edge; preference loss: a log axis)."""
+    """The study's loss against the rate at the sweep's seed (held-out loss: runs far above
+    the best at the top edge; preference loss: a log axis)."""
     seed = study.seeds[0]
     sweeps = {method: sorted((r["lr"], r[study.select_by])
                              for r in results.at_seed(task, method, seed))
@@ -138,11 +167,11 @@ def plot_sweeps(axis: Any, study: StudyConfig, results: ResultsFile, task: str) 
             continue
         rates = [lr for lr, _ in sweep]
         shown = [min(loss, top) for _, loss in sweep]
-        axis.plot(rates, shown, "o-", color=COLOURS.get(method), label=method)
+        axis.plot(rates, shown, f"{marker(method)}-", color=COLOURS.get(method), label=method)
         for lr, loss in sweep:
             if loss > top:
                 axis.plot([lr], [top], "^", markersize=10, color=COLOURS.get(method))
-                axis.annotate(f"{loss:.2f} (diverged)", (lr, top), textcoords="offset points",
+                axis.annotate(f"{loss:.2f} (off scale)", (lr, top), textcoords="offset points",
                               xytext=(-8, -14), ha="right", fontsize=7)
     axis.set_xscale("log")
     axis.set_xlabel("peak learning rate (log)")
@@ -164,7 +193,7 @@ def plot_sft_cost(axis: Any, study: StudyConfig, results: ResultsFile, task: str
         if not sweep:
             continue
         colour = COLOURS.get(method)
-        axis.plot([lr for lr, _, _ in sweep], [loss for _, loss, _ in sweep], "o-",
+        axis.plot([lr for lr, _, _ in sweep], [loss for _, loss, _ in sweep], f"{marker(method)}-",
                   color=colour, label=f"{method}, after")
         if sweep[0][2] is not None:
             axis.axhline(sweep[0][2], color=colour, linestyle=":", label=f"{method}, before")
@@ -175,9 +204,9 @@ def plot_sft_cost(axis: Any, study: StudyConfig, results: ResultsFile, task: str
 
 
 def _log_y(axis: Any) -> None:
-    """A log y axis whose ticks read as plain numbers (0.8, 2), not powers of ten."""
+    """A log y axis whose ticks read as plain numbers (0.05, 2), not powers of ten."""
     import matplotlib.ticker
 
     axis.set_yscale("log")
-    axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    axis.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    axis.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(plain))
+    axis.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(plain))

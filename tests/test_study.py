@@ -251,11 +251,15 @@ def test_only_seeded_methods_run_at_every_seed_and_the_report_says_the_rest_were
         tiny_study(Path("/m"), tmp_path, seeded=["qtha"])
 
 
-def test_the_size_axis_labels_only_1_2_and_5_of_each_decade():
-    from qtune.study.plots import thousands
+def test_log_axes_label_only_1_2_and_5_of_each_decade_and_families_share_a_marker():
+    from qtune.study.plots import marker, plain, thousands
 
     assert [thousands(v, 0) for v in (2e4, 3e4, 5e4, 1e5, 4.6e5)] == ["20k", "", "50k",
                                                                        "100k", ""]
+    assert [plain(v, 0) for v in (0.007, 0.01, 0.02, 0.09, 0.5, 3, 5)] == [
+        "", "0.01", "0.02", "", "0.5", "", "5"]
+    assert marker("qwth-tt8") == marker("qwth") != marker("lora-r2") == marker("lora")
+    assert len({marker(m) for m in ("lora", "qwth", "vera", "lora-xs", "qtha")}) == 5
 
 
 def test_a_rate_another_sweep_reached_by_extension_is_not_trained_again(tmp_path):
