@@ -49,6 +49,7 @@ STUDY_METHODS: dict[str, dict[str, Any]] = {
     "vera": {"method": "vera", "r": 256},
     "lora-xs": {"method": "lora-xs", "r": 27},
     "lora-xs-r8": {"method": "lora-xs", "r": 8},
+    "lora-xs-r16": {"method": "lora-xs", "r": 16},
     "qwth-tt2": {"method": "qwth", "tt_rank": 2, "n_qubits": 6},
     "qwth-tt8": {"method": "qwth", "tt_rank": 8, "n_qubits": 12},
 }
@@ -75,6 +76,7 @@ METHOD_NOTES: dict[str, str] = {
     "lora-xs": "LoRA-XS of rank 27 (about QWTH's size): an r x r matrix between frozen SVD "
                "factors of each weight",
     "lora-xs-r8": "LoRA-XS of rank 8",
+    "lora-xs-r16": "LoRA-XS of rank 16 (about qwth-tt2's size)",
     "qwth-tt2": "QWTH with tensor-train rank 2 and a 6-qubit circuit (fewer parameters)",
     "qwth-tt8": "QWTH with tensor-train rank 8 and a 12-qubit circuit (more parameters)",
 }

@@ -18,7 +18,8 @@ COLOURS = {"lora": "tab:blue", "lora-r1": "tab:cyan", "qwth": "tab:red",
            "qwth-expval": "tab:purple", "qwth-layer": "tab:brown", "qwth-nonzero": "tab:pink",
            "qwth-lr-split": "tab:olive", "qwth-cores": "teal", "qtha": "black",
            "lora-r2": "steelblue", "lora-r4": "navy", "vera": "goldenrod",
-           "lora-xs": "darkgreen", "lora-xs-r8": "yellowgreen", "qwth-tt2": "salmon",
+           "lora-xs": "darkgreen", "lora-xs-r8": "yellowgreen",
+           "lora-xs-r16": "olivedrab", "qwth-tt2": "salmon",
            "qwth-tt8": "darkred"}
 #: One marker per adapter family (the registered method a study method runs), so that
 #: sizes of one family read as one kind of point beside the colours.

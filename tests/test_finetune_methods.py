@@ -239,6 +239,7 @@ def test_the_frontier_study_sizes_on_smollm2():
         expected = _formula(run.method, run.adapter, layers, q, v)
         assert counts[name] == expected, name
     assert counts["qwth-tt2"] < counts["lora-xs"] < counts["qwth"] < counts["qwth-tt8"]
+    assert abs(counts["lora-xs-r16"] / counts["qwth-tt2"] - 1) < 0.05  # its classical neighbour
     assert counts["vera"] < counts["qwth"] == 44_160
 
 

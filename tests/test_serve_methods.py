@@ -26,7 +26,8 @@ from ui_fixtures import free_port
 pytestmark = [pytest.mark.slow]
 
 #: The adapters the frontier study added (its lora, lora-r1 and qwth are served elsewhere).
-NEW_VARIANTS = ("vera", "lora-xs", "lora-xs-r8", "lora-r2", "lora-r4", "qwth-tt2", "qwth-tt8")
+NEW_VARIANTS = ("vera", "lora-xs", "lora-xs-r8", "lora-xs-r16", "lora-r2", "lora-r4", "qwth-tt2",
+                "qwth-tt8")
 PROMPT = [{"role": "user", "content": "Tom has 3 boxes of 12 pencils. How many pencils?"}]
 TOKENS = 24
 
