@@ -53,6 +53,7 @@ STUDY_METHODS: dict[str, dict[str, Any]] = {
     "qwth-tt2": {"method": "qwth", "tt_rank": 2, "n_qubits": 6},
     "qwth-tt8": {"method": "qwth", "tt_rank": 8, "n_qubits": 12},
 }
+
 #: What each study method is, for reports.
 METHOD_NOTES: dict[str, str] = {
     "lora": "PEFT LoRA of rank 8 (the shipped baseline)",
@@ -95,6 +96,11 @@ MIN_DEV_EXAMPLES = 128
 FRONTIER = "frontier"
 #: Which methods the tasks after the first run (``follow_up``).
 FOLLOW_UP = ("all", FRONTIER)
+
+
+def adapter_family(method: str) -> str:
+    """The registered adapter method a study method runs (qwth-tt2 -> qwth)."""
+    return STUDY_METHODS.get(method, {}).get("method", method)
 
 
 @dataclass

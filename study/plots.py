@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from qtune.study.config import STUDY_METHODS, StudyConfig
+from qtune.study.config import StudyConfig, adapter_family
 from qtune.study.results import ResultsFile
 from qtune.study.summary import pareto_frontier, summarize, task_methods
 
@@ -32,7 +32,7 @@ OFF_SCALE = 1.25
 
 def marker(method: str) -> str:
     """The marker of a study method's adapter family."""
-    return MARKERS.get(STUDY_METHODS.get(method, {}).get("method", ""), "o")
+    return MARKERS.get(adapter_family(method), "o")
 
 
 def plot_task(study: StudyConfig, results: ResultsFile, task: str, path: Path) -> Path | None:

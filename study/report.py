@@ -5,11 +5,12 @@ Intervals are Student-t intervals over seeds; tests are scipy's paired t-test
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from pathlib import Path
 
-from qtune.study.config import FRONTIER, METHOD_NOTES, StudyConfig, grid_point
+from qtune.study.config import FRONTIER, METHOD_NOTES, StudyConfig, adapter_family, grid_point
 from qtune.study.plots import plot_task
 from qtune.study.results import ResultsFile
 from qtune.study.summary import (
@@ -191,7 +192,8 @@ def sft_loss_verdict(summary: MethodSummary | None) -> str:
 
 def size_answer(summaries: dict, reference: str = "qwth", factor: float = 2.0) -> str | None:
     """Which adapter is best near QWTH's size, by how much, and which QWTH sizes are on
-    the Pareto frontier; None where the study has nothing else of that size."""
+    the Pareto frontier, against the adapter of another kind nearest their size; None
+    where the study has nothing else of QWTH's size."""
     own = summaries.get(reference)
     if own is None or not own.losses or not own.trainable:
         return None
@@ -200,20 +202,40 @@ def size_answer(summaries: dict, reference: str = "qwth", factor: float = 2.0) -
     if not any(not s.method.startswith(reference) for s in near):
         return None
     best = min(near, key=lambda s: s.interval()[0])
-    frontier = [(m, size) for m, size, _ in pareto_frontier(summaries) if m.startswith(reference)]
-    on_frontier = ", ".join(f"{m} ({size:,})" for m, size in frontier) or "none"
-    seeds = min(len(best.losses), len(own.losses))
-    provisional = " (compared at one seed: provisional)" if seeds < 2 else f" (means over {seeds} seeds)"
     if best.method == reference:
-        lead = f"{reference} is the best ({own.interval()[0]:.4f}{provisional})"
+        seeds = len(own.losses)
+        lead = (f"{reference} is the best ({own.interval()[0]:.4f}, "
+                f"{'one seed: provisional' if seeds < 2 else f'means over {seeds} seeds'})")
     else:
-        diff = paired(best, own)  # best − own over the paired seeds: negative favours best
-        tested = (f" [95% CI {-diff[2]:.4f}, {-diff[1]:.4f}], paired t-test p = {diff[3]:.2g}"
-                  if diff[3] is not None else "")
         lead = (f"the best is {best.method} ({best.trainable:,} parameters): "
                 f"{best.interval()[0]:.4f} against {reference}'s {own.interval()[0]:.4f}, "
-                f"{own.interval()[0] - best.interval()[0]:.4f} lower{tested}{provisional}")
-    return f"{lead}. QWTH variants on the Pareto frontier: {on_frontier}."
+                f"{_difference(best, own)}")
+    frontier = [summaries[m] for m, _, _ in pareto_frontier(summaries) if m.startswith(reference)]
+    on_frontier = ", ".join(f"{s.method} ({s.trainable:,})" for s in frontier) or "none"
+    neighbours = {}  # a QWTH size's place on the frontier, against the nearest other adapter
+    others = [s for m, s in summaries.items()
+              if adapter_family(m) != adapter_family(reference) and s.losses and s.trainable]
+    for variant in frontier if others else []:  # by size: the last per neighbour has the lowest loss
+        nearest = min(others, key=lambda s: abs(math.log(s.trainable / variant.trainable)))
+        neighbours[nearest.method] = (
+            f" {variant.method} against the nearest adapter of another kind, "
+            f"{nearest.method} ({nearest.trainable:,}): {variant.interval()[0]:.4f} against "
+            f"{nearest.interval()[0]:.4f}, {_difference(variant, nearest)}.")
+    return (f"{lead}. QWTH variants on the Pareto frontier: {on_frontier}."
+            + "".join(neighbours.values()))
+
+
+def _difference(a: MethodSummary, b: MethodSummary) -> str:
+    """How much lower (or higher) a's mean loss is than b's, with the paired interval and
+    t-test where both have two seeds or more."""
+    diff = paired(a, b)  # a − b over the paired seeds: negative favours a
+    seeds = min(len(a.losses), len(b.losses))
+    gap = b.interval()[0] - a.interval()[0]
+    low, high = (-diff[2], -diff[1]) if gap >= 0 else (diff[1], diff[2])
+    tested = (f" [95% CI {low:.4f}, {high:.4f}], paired t-test p = {diff[3]:.2g}"
+              if diff[3] is not None else "")
+    seeds_text = " (compared at one seed: provisional)" if seeds < 2 else f" (means over {seeds} seeds)"
+    return f"{abs(gap):.4f} {'lower' if gap >= 0 else 'higher'}{tested}{seeds_text}"
 
 
 def sweep_table(study: StudyConfig, results: ResultsFile, task: str,

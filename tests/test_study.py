@@ -416,8 +416,12 @@ def test_the_report_says_which_adapter_is_best_at_qwth_s_size():
     assert answer.startswith("the best is lora-r1 (57,600 parameters): 1.1433 against "
                              "qwth's 1.1600, 0.0167 lower [95% CI 0.0023, 0.0310], "
                              "paired t-test p = ")
-    assert answer.endswith("(means over 3 seeds). QWTH variants on the Pareto frontier: "
-                           "qwth-tt2 (17,880), qwth (44,160).")
+    assert ("(means over 3 seeds). QWTH variants on the Pareto frontier: qwth-tt2 (17,880), "
+            "qwth (44,160).") in answer
+    # Both sizes' nearest other adapter is lora-r1: the one with the lower loss speaks.
+    assert answer.endswith("qwth against the nearest adapter of another kind, lora-r1 (57,600): "
+                           "1.1600 against 1.1433, 0.0167 higher [95% CI 0.0023, 0.0310], "
+                           "paired t-test p = 0.038 (means over 3 seeds).")
     del summaries["lora-r1"]  # nothing else of its size: no answer
     assert size_answer(summaries) is None
 
