@@ -107,9 +107,7 @@ def chat_prompt_ids(model_path: str | Path, messages: list[dict]) -> list[int]:
 
 def served_greedy_ids(client, model: str, prompt_ids: list[int], max_tokens: int) -> list[int]:
     """The served model's greedy continuation of ``prompt_ids``, as token ids."""
-    reply = client.completions.create(model=model, prompt=prompt_ids, max_tokens=max_tokens,
-                                      temperature=0, extra_body={"return_token_ids": True})
-    return list(reply.choices[0].model_extra["token_ids"])
+    return served_greedy_logprobs(client, model, prompt_ids, max_tokens)[0]
 
 
 def peft_greedy_ids(model_path: str | Path, adapter: Path | None, prompt_ids: list[int],
