@@ -25,7 +25,7 @@ class LoRAXSMethod(AdapterMethod):
     summary = "LoRA-XS: a trainable r x r matrix between frozen SVD factors of each weight"
     config_class = LoRAXSConfig
     default_lr = 1e-2
-    default_lr_source = "tuned: docs/study-frontier.md, math, ranks 8 and 27"
+    default_lr_source = "tuned: docs/study-frontier.md, ranks 8 and 16 on both assistants, 27 on math"
     compact_note = (f"the `{COMPACT_DIR}/` folder (the r x r matrices; the frozen factors are "
                     "the SVD of the base weights, recomputed on load)")
 

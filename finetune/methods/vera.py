@@ -34,7 +34,7 @@ class VeRAMethod(AdapterMethod):
     summary = "VeRA (PEFT): trainable scaling vectors around shared frozen random matrices"
     config_class = VeRAConfig
     default_lr = 1e-1
-    default_lr_source = "tuned: docs/study-frontier.md, math, rank 256"
+    default_lr_source = "tuned: docs/study-frontier.md, both assistants, rank 256"
     compact_note = (f"the `{COMPACT_DIR}/` folder (PEFT's VeRA form with its projections; "
                     "`PeftModel.from_pretrained` loads it)")
 
